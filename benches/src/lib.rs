@@ -1,0 +1,2 @@
+//! Benchmark workloads and baselines (grows with the benchmark issue).
+#![forbid(unsafe_code)]

@@ -1,0 +1,117 @@
+//! Introspection, as PostgreSQL's `pg_locks` and `pg_blocking_pids`.
+
+use crate::mode::Mode;
+use crate::request::{LockMessage, Owner};
+use crate::slot::Slot;
+use crate::table::LockTable;
+use crate::ticket::{GrantId, Token};
+use std::hash::Hash;
+use std::time::Instant;
+
+/// One key held by one grant.
+#[derive(Clone, Debug)]
+pub struct HeldLock<K> {
+    /// The key.
+    pub key: K,
+    /// The holder.
+    pub owner: Owner,
+    /// The grant.
+    pub grant: GrantId,
+    /// The mode held.
+    pub mode: Mode,
+    /// The holder's message.
+    pub message: Option<LockMessage>,
+    /// When it was granted.
+    pub since: Instant,
+    /// The fencing token, for fenced modes.
+    pub token: Option<Token>,
+}
+
+/// One key a queued request waits for.
+#[derive(Clone, Debug)]
+pub struct WaitingLock<K> {
+    /// The key.
+    pub key: K,
+    /// Who waits.
+    pub owner: Owner,
+    /// The mode it waits for.
+    pub mode: Mode,
+    /// When it started waiting.
+    pub since: Instant,
+    /// Arrival number: a request queued with a smaller number goes first on a shared key.
+    pub arrival: u64,
+}
+
+/// Every held lock and every waiter at one instant.
+#[derive(Clone, Debug)]
+pub struct Snapshot<K> {
+    /// Held locks, grouped by key.
+    pub held: Vec<HeldLock<K>>,
+    /// Waiters, grouped by key, in queue order per key.
+    pub waiting: Vec<WaitingLock<K>>,
+    /// When it was taken.
+    pub taken_at: Instant,
+}
+
+impl<K: Hash + Eq + Clone> LockTable<K> {
+    /// A consistent picture of every held lock and every waiter.
+    ///
+    /// Consistent: every key is latched at once (no key can be added meanwhile), so no grant
+    /// appears half made. It stops the table for as long as it takes to copy the state, as
+    /// reading `pg_locks` does; it is for diagnosis, not for a hot path.
+    pub fn snapshot(&self) -> Snapshot<K> {
+        self.with_all_slots(|mut slots| {
+            slots.sort_by_key(Slot::addr);
+            let latches: Vec<_> = slots.iter().map(|s| s.state.lock()).collect();
+            let taken_at = Instant::now();
+            let mut held = Vec::new();
+            let mut waiting = Vec::new();
+            for (slot, st) in slots.iter().zip(&latches) {
+                held.extend(st.holders.iter().map(|h| HeldLock {
+                    key: slot.key.clone(),
+                    owner: h.owner.clone(),
+                    grant: h.grant,
+                    mode: h.mode,
+                    message: h.message.clone(),
+                    since: h.since,
+                    token: h.token,
+                }));
+                waiting.extend(st.queue.iter().map(|q| WaitingLock {
+                    key: slot.key.clone(),
+                    owner: q.node.owner.clone(),
+                    mode: q.mode,
+                    since: q.node.since,
+                    arrival: q.seq,
+                }));
+            }
+            drop(latches);
+            Snapshot { held, waiting, taken_at }
+        })
+    }
+
+    /// The owners that `owner`'s waiting requests wait for: holders of their keys in an
+    /// incompatible mode, and incompatible requests queued ahead of them
+    /// (`pg_blocking_pids`). Empty if `owner` is not waiting.
+    pub fn blockers(&self, owner: &Owner) -> Vec<Owner> {
+        let snap = self.snapshot();
+        let mut out: Vec<Owner> = Vec::new();
+        let mut add = |o: &Owner| {
+            if o != owner && !out.contains(o) {
+                out.push(o.clone());
+            }
+        };
+        for w in snap.waiting.iter().filter(|w| w.owner == *owner) {
+            for h in snap.held.iter().filter(|h| h.key == w.key && !self.modes.compatible(w.mode, h.mode)) {
+                add(&h.owner);
+            }
+            for q in snap
+                .waiting
+                .iter()
+                .filter(|q| q.key == w.key && q.arrival < w.arrival && !self.modes.compatible(w.mode, q.mode))
+            {
+                add(&q.owner);
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,475 @@
+//! The lock table: an index from keys to slots, and the all-or-nothing grant protocol.
+//!
+//! # Implementation details
+//!
+//! The index is split into shards, each a `RwLock` around a `hashbrown::HashTable` of
+//! `Arc<Slot>`. Looking up a key that is already present takes the shard's read lock (one
+//! atomic add and one sub, shared by readers); only a key new to the table takes the write
+//! lock. A request resolves all its keys to slots first, with no latch held, then sorts them by
+//! slot address, latches them in that order, decides on the whole set, installs or reports,
+//! and unlatches. Because a thread never waits for a latch while holding a latch at a higher
+//! address, and never takes a shard lock while holding a latch, latching cannot deadlock.
+//!
+//! Fairness: a slot keeps a FIFO queue of waiters, sorted by a table-wide arrival number. A
+//! request is grantable on a key only if its mode is compatible with the holders and with every
+//! waiter that arrived before it (a new arrival is behind all of them). That is PostgreSQL's
+//! no-barging rule, and the global order makes the "waits behind" relation acyclic, so the
+//! earliest waiter is only ever held up by holders, which do not wait.
+
+use crate::conflict::{AcquireError, Conflict, Holder, KeyConflict, Waiter};
+use crate::guard::LockSet;
+use crate::metrics::{Counter, Metrics, MetricsSnapshot};
+use crate::mode::{Mode, ModeTable};
+use crate::request::{LockMessage, Owner, Request, RequestError, MAX_KEYS};
+use crate::slot::{HeldBy, Slot, SlotState, WakeList};
+use crate::sync::{unique_id, Arc, AtomicU64, MutexGuard, Ordering, RwLock};
+use crate::ticket::{GrantId, TableId, Token};
+use hashbrown::HashTable;
+use smallvec::SmallVec;
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+use std::time::Instant;
+
+/// Below this many slots a shard is never swept.
+const MIN_SWEEP: usize = 64;
+
+/// What `install` made: the grant, its time and each key's token.
+pub(crate) struct Installed {
+    grant: GrantId,
+    since: Instant,
+    tokens: SmallVec<[Option<Token>; 16]>,
+}
+
+/// One key of a resolved request.
+pub(crate) struct Entry<K> {
+    pub(crate) slot: Arc<Slot<K>>,
+    pub(crate) mode: Mode,
+    pub(crate) message: Option<LockMessage>,
+    pub(crate) token: Option<Token>,
+}
+
+/// A validated request: distinct slots sorted by address.
+pub(crate) struct Prepared<K> {
+    pub(crate) owner: Owner,
+    pub(crate) entries: SmallVec<[Entry<K>; 16]>,
+}
+
+/// The latches of a prepared request, in the same order as its entries.
+pub(crate) type Latches<'a> = SmallVec<[MutexGuard<'a, SlotState>; 16]>;
+
+pub(crate) fn latch<K>(entries: &[Entry<K>]) -> Latches<'_> {
+    entries.iter().map(|e| e.slot.state.lock()).collect()
+}
+
+pub(crate) fn notify_all(wake: WakeList) {
+    for node in wake {
+        node.notify();
+    }
+}
+
+struct ShardMap<K> {
+    slots: HashTable<Arc<Slot<K>>>,
+    /// Sweep idle slots when an insert finds this many.
+    sweep_at: usize,
+}
+
+/// An in-memory table of reader/writer locks by key, taken all or nothing.
+///
+/// See the [crate documentation](crate) for an overview and `docs/design.md` for the design.
+///
+/// ```
+/// use lockcore::{LockTable, Request};
+/// let table = LockTable::new();
+/// let a = table.try_acquire(Request::new("cmd-1").shared("pool").exclusive("vm-1")).unwrap();
+/// // A second reader of the pool is fine; a writer of vm-1 is not.
+/// let b = table.try_acquire(Request::new("cmd-2").shared("pool")).unwrap();
+/// let err = table.try_acquire(Request::new("cmd-3").exclusive("vm-1")).unwrap_err();
+/// assert!(err.to_string().contains("held exclusive by cmd-1"));
+/// drop((a, b));
+/// assert!(table.try_acquire(Request::new("cmd-3").exclusive("vm-1")).is_ok());
+/// ```
+pub struct LockTable<K> {
+    id: TableId,
+    pub(crate) modes: ModeTable,
+    shards: Box<[RwLock<ShardMap<K>>]>,
+    shard_mask: usize,
+    hasher: foldhash::fast::RandomState,
+    /// No slot starts below this token: raised when a slot is reclaimed, so a key's tokens
+    /// keep increasing across reclamation (and, with a persisted floor, across restarts).
+    token_floor: AtomicU64,
+    /// Arrival numbers of waiters.
+    wait_seq: AtomicU64,
+    pub(crate) metrics: Metrics,
+}
+
+/// Builds a [`LockTable`] with non-default settings.
+#[derive(Debug, Clone)]
+pub struct Builder {
+    modes: ModeTable,
+    shards: usize,
+    token_floor: u64,
+}
+
+impl Builder {
+    /// The lock modes and their compatibility (default: shared/exclusive).
+    pub fn modes(mut self, modes: ModeTable) -> Self {
+        self.modes = modes;
+        self
+    }
+
+    /// Number of index shards, rounded up to a power of two (default: 64).
+    pub fn shards(mut self, n: usize) -> Self {
+        self.shards = n.clamp(1, 1 << 16).next_power_of_two();
+        self
+    }
+
+    /// Every fencing token handed out will be greater than `floor` (default 0). Recovery uses
+    /// it to keep tokens increasing across restarts.
+    pub fn token_floor(mut self, floor: u64) -> Self {
+        self.token_floor = floor;
+        self
+    }
+
+    /// Makes the table.
+    pub fn build<K>(self) -> LockTable<K> {
+        LockTable {
+            id: TableId(unique_id() ^ foldhash::fast::RandomState::default().hash_one(0u8)),
+            modes: self.modes,
+            shards: (0..self.shards)
+                .map(|_| RwLock::new(ShardMap { slots: HashTable::new(), sweep_at: MIN_SWEEP }))
+                .collect(),
+            shard_mask: self.shards - 1,
+            hasher: foldhash::fast::RandomState::default(),
+            token_floor: AtomicU64::new(self.token_floor),
+            wait_seq: AtomicU64::new(0),
+            metrics: Metrics::new(),
+        }
+    }
+}
+
+impl<K> fmt::Debug for LockTable<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockTable").field("id", &self.id).field("modes", &self.modes).finish_non_exhaustive()
+    }
+}
+
+impl<K: Hash + Eq + Clone> Default for LockTable<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: Hash + Eq + Clone> LockTable<K> {
+    /// A shared/exclusive table with default settings.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// A table with the given modes.
+    pub fn with_modes(modes: ModeTable) -> Self {
+        Self::builder().modes(modes).build()
+    }
+
+    /// A builder for other settings.
+    pub fn builder() -> Builder {
+        Builder { modes: ModeTable::default(), shards: 64, token_floor: 0 }
+    }
+
+    /// This table's id (tickets carry it).
+    pub fn id(&self) -> TableId {
+        self.id
+    }
+
+    /// The table's modes.
+    pub fn modes(&self) -> &ModeTable {
+        &self.modes
+    }
+
+    /// Counters and histograms since the table was made.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.metrics.snapshot()
+    }
+
+    #[inline]
+    fn shard(&self, hash: u64) -> &RwLock<ShardMap<K>> {
+        // Bits 40.. pick the shard: hashbrown uses the top 7 bits as tags and the low bits as
+        // positions, so shard choice stays independent of both.
+        &self.shards[(hash >> 40) as usize & self.shard_mask]
+    }
+
+    /// The slot of `key`, made if the table has none.
+    fn slot_for(&self, key: K) -> Arc<Slot<K>> {
+        let hash = self.hasher.hash_one(&key);
+        let shard = self.shard(hash);
+        if let Some(s) = shard.read().slots.find(hash, |s| s.key == key) {
+            return Arc::clone(s);
+        }
+        let mut map = shard.write();
+        if let Some(s) = map.slots.find(hash, |s| s.key == key) {
+            return Arc::clone(s);
+        }
+        if map.slots.len() >= map.sweep_at {
+            self.sweep(&mut map);
+        }
+        // Relaxed: floors are raised under this shard's write lock, which we hold, and a key
+        // always maps to the same shard; the lock orders the raise before this read.
+        let slot = Arc::new(Slot::new(key, hash, self.token_floor.load(Ordering::Relaxed)));
+        map.slots.insert_unique(hash, Arc::clone(&slot), |s| s.hash);
+        slot
+    }
+
+    /// The slot of `key`, if the table has one.
+    pub(crate) fn find(&self, key: &K) -> Option<Arc<Slot<K>>> {
+        let hash = self.hasher.hash_one(key);
+        self.shard(hash).read().slots.find(hash, |s| s.key == *key).map(Arc::clone)
+    }
+
+    /// Drops idle slots that nothing else references. Returns how many.
+    fn sweep(&self, map: &mut ShardMap<K>) -> usize {
+        let before = map.slots.len();
+        map.slots.retain(|s| {
+            // The write lock stops new references from the index; any other reference
+            // (a grant, a waiter, a request being prepared) shows in the count.
+            if Arc::strong_count(s) > 1 {
+                return true;
+            }
+            let st = s.state.lock();
+            if !st.is_idle() {
+                return true; // held through a ticket
+            }
+            // Relaxed: see `slot_for`; the shard lock orders this with later reads.
+            self.token_floor.fetch_max(st.last_token, Ordering::Relaxed);
+            false
+        });
+        let len = map.slots.len();
+        map.sweep_at = (2 * len).max(MIN_SWEEP);
+        if map.slots.capacity() > 4 * map.sweep_at {
+            map.slots.shrink_to(map.sweep_at, |s| s.hash);
+        }
+        before - len
+    }
+
+    /// Drops the slots of keys that nobody holds or waits for, and returns how many.
+    ///
+    /// The table also does this by itself, amortized, as new keys arrive; call it to bring the
+    /// footprint back to idle size at once.
+    pub fn reclaim(&self) -> usize {
+        self.shards.iter().map(|s| self.sweep(&mut s.write())).sum()
+    }
+
+    /// Keys the table currently stores, idle ones included.
+    pub fn key_count(&self) -> usize {
+        self.shards.iter().map(|s| s.read().slots.len()).sum()
+    }
+
+    /// Every slot, with all shard read locks held while they are collected and while `f` runs,
+    /// so no slot can be added meanwhile.
+    pub(crate) fn with_all_slots<R>(&self, f: impl FnOnce(Vec<Arc<Slot<K>>>) -> R) -> R {
+        let guards: Vec<_> = self.shards.iter().map(|s| s.read()).collect();
+        let slots = guards.iter().flat_map(|g| g.slots.iter().map(Arc::clone)).collect();
+        let r = f(slots);
+        drop(guards);
+        r
+    }
+
+    /// Validates `req`, resolves its keys and collapses duplicates.
+    pub(crate) fn prepare(&self, req: Request<K>) -> Result<Prepared<K>, RequestError> {
+        if req.items.is_empty() {
+            return Err(RequestError::Empty);
+        }
+        if req.items.len() > MAX_KEYS {
+            return Err(RequestError::TooManyKeys { len: req.items.len(), max: MAX_KEYS });
+        }
+        if let Some(bad) = req.items.iter().find(|i| !self.modes.contains(i.mode)) {
+            return Err(RequestError::UnknownMode(bad.mode));
+        }
+        let mut entries: SmallVec<[Entry<K>; 16]> = req
+            .items
+            .into_iter()
+            .map(|i| Entry { slot: self.slot_for(i.key), mode: i.mode, message: i.message, token: None })
+            .collect();
+        // Stable, so the first message given for a key wins; no allocation up to 20 entries.
+        entries.sort_by_key(|e| Slot::addr(&e.slot));
+        entries.dedup_by(|later, kept| {
+            if !Arc::ptr_eq(&later.slot, &kept.slot) {
+                return false;
+            }
+            kept.mode = self.modes.join(kept.mode, later.mode);
+            if kept.message.is_none() {
+                kept.message = later.message.take();
+            }
+            true
+        });
+        Ok(Prepared { owner: req.owner, entries })
+    }
+
+    /// Whether every key can be granted to a request that arrived at `seq` (`None`: now).
+    #[inline]
+    pub(crate) fn all_grantable(&self, latches: &Latches<'_>, entries: &[Entry<K>], seq: Option<u64>) -> bool {
+        latches.iter().zip(entries).all(|(st, e)| st.grantable(&self.modes, e.mode, seq))
+    }
+
+    /// Installs the grant in every latched slot. The caller drops the latches, then turns the
+    /// request into a guard with [`finish`](Self::finish).
+    pub(crate) fn install(&self, latches: &mut Latches<'_>, p: &Prepared<K>) -> Installed {
+        let grant = GrantId(unique_id());
+        let since = Instant::now();
+        let n_keys = p.entries.len() as u32;
+        let mut tokens = SmallVec::new();
+        for (st, e) in latches.iter_mut().zip(&p.entries) {
+            let rec = HeldBy {
+                grant,
+                owner: p.owner.clone(),
+                mode: e.mode,
+                message: e.message.clone(),
+                since,
+                token: None,
+                n_keys,
+            };
+            tokens.push(st.add_holder(&self.modes, rec));
+        }
+        Installed { grant, since, tokens }
+    }
+
+    /// The guard of an installed grant.
+    pub(crate) fn finish(&self, mut p: Prepared<K>, done: Installed) -> LockSet<'_, K> {
+        for (e, t) in p.entries.iter_mut().zip(done.tokens) {
+            e.token = t;
+        }
+        self.metrics.add(Counter::Grants, 1);
+        LockSet::new(self, done.grant, p.owner, done.since, p.entries)
+    }
+
+    /// Builds the report of why a request that arrived at `seq` cannot be granted.
+    pub(crate) fn conflict(&self, latches: &Latches<'_>, p: &Prepared<K>, seq: Option<u64>) -> Conflict<K> {
+        let modes = &self.modes;
+        let mut keys = Vec::new();
+        for (st, e) in latches.iter().zip(&p.entries) {
+            if st.grantable(modes, e.mode, seq) {
+                continue;
+            }
+            let holders = st
+                .holders
+                .iter()
+                .map(|h| Holder {
+                    owner: h.owner.clone(),
+                    grant: h.grant,
+                    mode: h.mode,
+                    mode_name: modes.name(h.mode),
+                    message: h.message.clone(),
+                    since: h.since,
+                    token: h.token,
+                    blocking: !modes.compatible(e.mode, h.mode),
+                })
+                .collect();
+            let waiters_ahead = st
+                .queue
+                .iter()
+                .take_while(|q| seq.is_none_or(|s| q.seq < s))
+                .filter(|q| !modes.compatible(e.mode, q.mode))
+                .map(|q| Waiter {
+                    owner: q.node.owner.clone(),
+                    mode: q.mode,
+                    mode_name: modes.name(q.mode),
+                    since: q.node.since,
+                })
+                .collect();
+            keys.push(KeyConflict {
+                key: e.slot.key.clone(),
+                asked: e.mode,
+                asked_name: modes.name(e.mode),
+                holders,
+                waiters_ahead,
+            });
+        }
+        Conflict { owner: p.owner.clone(), requested: p.entries.len(), keys }
+    }
+
+    /// Queues a waiter on every latched key and returns its arrival number.
+    pub(crate) fn enqueue(&self, latches: &mut Latches<'_>, p: &Prepared<K>, node: &Arc<crate::wait::WaitNode>) -> u64 {
+        // Relaxed: taken while holding every latch of the request, so for each key the latch
+        // orders this number after the numbers of everyone already queued there.
+        let seq = self.wait_seq.fetch_add(1, Ordering::Relaxed);
+        for (st, e) in latches.iter_mut().zip(&p.entries) {
+            st.enqueue(seq, e.mode, node);
+        }
+        seq
+    }
+
+    /// Removes waiter `seq` from every latched key and collects who may now proceed.
+    pub(crate) fn leave_queue(&self, latches: &mut Latches<'_>, seq: u64, wake: &mut WakeList) {
+        for st in latches.iter_mut() {
+            st.dequeue(seq);
+            st.collect_wakeable(&self.modes, wake);
+        }
+    }
+
+    /// Takes every key of `req` at once, or none and says why.
+    ///
+    /// Never waits for other holders: it fails if any key is held in an incompatible mode or
+    /// is owed to an incompatible request queued earlier (no barging). It does wait, briefly,
+    /// for other requests that are deciding on the same keys at this instant, so it never fails
+    /// because of a grant that is only half made.
+    ///
+    /// # Errors
+    /// [`AcquireError::Request`] for an invalid request, [`AcquireError::Conflict`] naming every
+    /// conflicting key, its holders and the waiters ahead.
+    ///
+    /// # Examples
+    /// ```
+    /// use lockcore::{LockTable, Request};
+    /// let table = LockTable::new();
+    /// let set = table.try_acquire(Request::new("cmd").exclusive(("vm", 42u64))).unwrap();
+    /// assert_eq!(set.len(), 1);
+    /// ```
+    pub fn try_acquire(&self, req: Request<K>) -> Result<LockSet<'_, K>, AcquireError<K>> {
+        let p = self.prepare(req)?;
+        let mut latches = latch(&p.entries);
+        if self.all_grantable(&latches, &p.entries, None) {
+            let done = self.install(&mut latches, &p);
+            drop(latches);
+            return Ok(self.finish(p, done));
+        }
+        let c = self.conflict(&latches, &p, None);
+        if cfg!(lockcore_mutant = "partial") {
+            // Deliberately broken: keeps the keys that were free (not all or nothing).
+            let grant = GrantId(unique_id());
+            for (st, e) in latches.iter_mut().zip(&p.entries) {
+                if st.grantable(&self.modes, e.mode, None) {
+                    let rec = HeldBy {
+                        grant,
+                        owner: p.owner.clone(),
+                        mode: e.mode,
+                        message: None,
+                        since: Instant::now(),
+                        token: None,
+                        n_keys: 0,
+                    };
+                    st.add_holder(&self.modes, rec);
+                }
+            }
+        }
+        drop(latches);
+        self.metrics.add(Counter::Conflicts, 1);
+        Err(AcquireError::Conflict(Box::new(c)))
+    }
+
+    /// The holders of `key` right now (empty if nobody holds it).
+    pub fn holders(&self, key: &K) -> Vec<Holder> {
+        let Some(slot) = self.find(key) else { return Vec::new() };
+        let st = slot.state.lock();
+        st.holders
+            .iter()
+            .map(|h| Holder {
+                owner: h.owner.clone(),
+                grant: h.grant,
+                mode: h.mode,
+                mode_name: self.modes.name(h.mode),
+                message: h.message.clone(),
+                since: h.since,
+                token: h.token,
+                blocking: false,
+            })
+            .collect()
+    }
+}

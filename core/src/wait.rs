@@ -1,0 +1,287 @@
+//! Waiting: blocking `acquire` with a deadline, and `acquire_async` for any executor.
+//!
+//! A request that cannot be granted queues one [`WaitNode`] on every one of its keys, holding
+//! no key, and sleeps. Whoever changes a key (a release, a waiter leaving the queue) wakes the
+//! waiters that this key no longer stops; a woken waiter latches all its keys and decides
+//! again, as a request that arrived at its arrival number.
+//!
+//! No lost wake-ups: a waiter clears its `notified` flag while holding the latches of all its
+//! keys, then decides. Any change it did not see is made under one of those latches after
+//! its decision, and the flag is set after that change, so the waiter sees the flag and looks
+//! again.
+
+use crate::conflict::AcquireError;
+use crate::guard::LockSet;
+use crate::metrics::Counter;
+use crate::request::{Owner, Request, RequestError};
+use crate::slot::WakeList;
+use crate::sync::{current, park_until, Arc, AtomicBool, Mutex, Ordering, Thread};
+use crate::table::{latch, notify_all, LockTable, Prepared};
+use std::future::Future;
+use std::hash::Hash;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// What to wake.
+#[derive(Clone)]
+enum Target {
+    Thread(Thread),
+    Task(Waker),
+}
+
+/// One waiting request, queued on each of its keys.
+pub(crate) struct WaitNode {
+    pub(crate) owner: Owner,
+    pub(crate) since: Instant,
+    notified: AtomicBool,
+    target: Mutex<Target>,
+}
+
+impl WaitNode {
+    fn new(owner: Owner, target: Target) -> Arc<Self> {
+        Arc::new(Self { owner, since: Instant::now(), notified: AtomicBool::new(false), target: Mutex::new(target) })
+    }
+
+    /// Called after the change that may let this waiter proceed, with no latch held.
+    pub(crate) fn notify(&self) {
+        // Release: pairs with the Acquire in `is_notified`. The change itself is published by
+        // the slot latch the waiter takes before deciding; this only makes the flag visible.
+        self.notified.store(true, Ordering::Release);
+        let target = self.target.lock().clone();
+        match target {
+            Target::Thread(t) => t.unpark(),
+            Target::Task(w) => w.wake(),
+        }
+    }
+
+    fn is_notified(&self) -> bool {
+        // Acquire: pairs with the Release in `notify`.
+        self.notified.load(Ordering::Acquire)
+    }
+
+    /// Called with every latch of the request held, just before deciding.
+    fn clear(&self) {
+        // Relaxed: the latches order this store before any later `notify` on these keys.
+        self.notified.store(false, Ordering::Relaxed);
+    }
+
+    fn set_waker(&self, waker: &Waker) {
+        let mut t = self.target.lock();
+        if !matches!(&*t, Target::Task(w) if w.will_wake(waker)) {
+            *t = Target::Task(waker.clone());
+        }
+    }
+}
+
+/// What one look at a queued request's keys decided.
+enum Decision<'t, K: Hash + Eq + Clone> {
+    Granted(LockSet<'t, K>),
+    /// Not yet; the prepared request comes back.
+    Wait(Prepared<K>),
+    /// Gave up at the deadline; no longer queued.
+    TimedOut(AcquireError<K>),
+}
+
+impl<K: Hash + Eq + Clone> LockTable<K> {
+    /// Latches a queued request's keys and grants it if it may go now. Otherwise, if
+    /// `timed_out`, gives up its place and returns the conflict; if not, keeps it queued.
+    fn decide_queued(
+        &self,
+        p: Prepared<K>,
+        node: &WaitNode,
+        seq: u64,
+        waker: Option<&Waker>,
+        timed_out: bool,
+    ) -> Decision<'_, K> {
+        let mut latches = latch(&p.entries);
+        node.clear();
+        if self.all_grantable(&latches, &p.entries, Some(seq)) {
+            for st in latches.iter_mut() {
+                st.dequeue(seq);
+            }
+            let done = self.install(&mut latches, &p);
+            drop(latches);
+            self.metrics.record_wait(node.since.elapsed());
+            return Decision::Granted(self.finish(p, done));
+        }
+        if timed_out {
+            let c = self.conflict(&latches, &p, Some(seq));
+            let mut wake = WakeList::new();
+            self.leave_queue(&mut latches, seq, &mut wake);
+            drop(latches);
+            notify_all(wake);
+            self.metrics.add(Counter::Timeouts, 1);
+            return Decision::TimedOut(AcquireError::Timeout(Box::new(c)));
+        }
+        if let Some(w) = waker {
+            // Before unlatching, so a notify after our decision finds the current waker.
+            node.set_waker(w);
+        }
+        drop(latches);
+        Decision::Wait(p)
+    }
+
+    /// Takes a queued request out of every queue, waking whoever it held up.
+    fn abandon(&self, p: &Prepared<K>, seq: u64) {
+        let mut wake = WakeList::new();
+        let mut latches = latch(&p.entries);
+        self.leave_queue(&mut latches, seq, &mut wake);
+        drop(latches);
+        notify_all(wake);
+    }
+
+    /// Takes every key of `req` at once, waiting up to `timeout` for them.
+    ///
+    /// One deadline covers the whole set. While waiting the request holds no key, so batched
+    /// requests cannot deadlock one another; it is queued on each key and granted only when
+    /// compatible with the holders and with every request queued before it (first come, first
+    /// served per key, no barging), so a writer is not starved by a stream of readers.
+    ///
+    /// # Errors
+    /// [`AcquireError::Request`] for an invalid request; [`AcquireError::Timeout`] with the
+    /// conflict as it stood at the deadline. On an error nothing is held and nothing queued.
+    ///
+    /// # Examples
+    /// ```
+    /// use lockcore::{LockTable, Request};
+    /// use std::time::Duration;
+    /// let table = LockTable::new();
+    /// let held = table.try_acquire(Request::new("a").exclusive(1)).unwrap();
+    /// let err = table.acquire(Request::new("b").exclusive(1), Duration::from_millis(5)).unwrap_err();
+    /// assert!(err.to_string().starts_with("timed out waiting"));
+    /// drop(held);
+    /// assert!(table.acquire(Request::new("b").exclusive(1), Duration::from_millis(5)).is_ok());
+    /// ```
+    pub fn acquire(&self, req: Request<K>, timeout: Duration) -> Result<LockSet<'_, K>, AcquireError<K>> {
+        let deadline = Instant::now().checked_add(timeout);
+        let expired = || deadline.is_some_and(|d| Instant::now() >= d);
+        let p = self.prepare(req)?;
+        let mut latches = latch(&p.entries);
+        if self.all_grantable(&latches, &p.entries, None) {
+            let done = self.install(&mut latches, &p);
+            drop(latches);
+            return Ok(self.finish(p, done));
+        }
+        if timeout.is_zero() {
+            let c = self.conflict(&latches, &p, None);
+            drop(latches);
+            self.metrics.add(Counter::Timeouts, 1);
+            return Err(AcquireError::Timeout(Box::new(c)));
+        }
+        let node = WaitNode::new(p.owner.clone(), Target::Thread(current()));
+        let seq = self.enqueue(&mut latches, &p, &node);
+        drop(latches);
+        self.metrics.add(Counter::Waits, 1);
+        let mut p = p;
+        loop {
+            let timed_out = loop {
+                if node.is_notified() {
+                    break false;
+                }
+                if expired() {
+                    break true;
+                }
+                park_until(deadline);
+            };
+            // At the deadline we still look once more: if the keys are free we take them,
+            // since the grant is made before we return.
+            p = match self.decide_queued(p, &node, seq, None, timed_out) {
+                Decision::Granted(set) => return Ok(set),
+                Decision::TimedOut(e) => return Err(e),
+                Decision::Wait(p) => p,
+            };
+        }
+    }
+
+    /// Takes every key of `req` at once, as a future that works on any executor.
+    ///
+    /// The same queueing and fairness as [`acquire`](Self::acquire). There is no deadline:
+    /// wrap it in your executor's timeout. Dropping the future before it completes cancels
+    /// the wait: nothing is held and its place in the queues is given up.
+    ///
+    /// # Errors
+    /// The future yields [`AcquireError::Request`] for an invalid request.
+    ///
+    /// # Examples
+    /// ```
+    /// use lockcore::{LockTable, Request};
+    /// let table = LockTable::new();
+    /// let set = pollster::block_on(table.acquire_async(Request::new("a").shared("k"))).unwrap();
+    /// assert_eq!(set.len(), 1);
+    /// ```
+    pub fn acquire_async(&self, req: Request<K>) -> Acquire<'_, K> {
+        let state = match self.prepare(req) {
+            Ok(p) => State::Start(p),
+            Err(e) => State::Invalid(e),
+        };
+        Acquire { table: self, state }
+    }
+}
+
+enum State<K> {
+    Start(Prepared<K>),
+    Invalid(RequestError),
+    Queued { p: Prepared<K>, node: Arc<WaitNode>, seq: u64 },
+    Done,
+}
+
+/// The future of [`LockTable::acquire_async`].
+#[must_use = "futures do nothing unless polled"]
+pub struct Acquire<'t, K: Hash + Eq + Clone> {
+    table: &'t LockTable<K>,
+    state: State<K>,
+}
+
+impl<'t, K: Hash + Eq + Clone> Future for Acquire<'t, K> {
+    type Output = Result<LockSet<'t, K>, AcquireError<K>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let table = this.table;
+        match std::mem::replace(&mut this.state, State::Done) {
+            State::Invalid(e) => Poll::Ready(Err(AcquireError::Request(e))),
+            State::Start(p) => {
+                let mut latches = latch(&p.entries);
+                if table.all_grantable(&latches, &p.entries, None) {
+                    let done = table.install(&mut latches, &p);
+                    drop(latches);
+                    return Poll::Ready(Ok(table.finish(p, done)));
+                }
+                let node = WaitNode::new(p.owner.clone(), Target::Task(cx.waker().clone()));
+                let seq = table.enqueue(&mut latches, &p, &node);
+                drop(latches);
+                table.metrics.add(Counter::Waits, 1);
+                this.state = State::Queued { p, node, seq };
+                Poll::Pending
+            }
+            State::Queued { p, node, seq } => {
+                if !node.is_notified() {
+                    node.set_waker(cx.waker());
+                    if !node.is_notified() {
+                        this.state = State::Queued { p, node, seq };
+                        return Poll::Pending;
+                    }
+                }
+                match table.decide_queued(p, &node, seq, Some(cx.waker()), false) {
+                    Decision::Granted(set) => Poll::Ready(Ok(set)),
+                    Decision::TimedOut(e) => Poll::Ready(Err(e)),
+                    Decision::Wait(p) => {
+                        this.state = State::Queued { p, node, seq };
+                        Poll::Pending
+                    }
+                }
+            }
+            State::Done => panic!("lockcore::Acquire polled after it completed"),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone> Drop for Acquire<'_, K> {
+    fn drop(&mut self) {
+        if let State::Queued { p, seq, .. } = &self.state {
+            self.table.abandon(p, *seq);
+            self.table.metrics.add(Counter::Cancellations, 1);
+        }
+    }
+}
