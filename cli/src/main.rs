@@ -1,1 +1,85 @@
-fn main() {}
+//! `lockcore`: the command-line tool.
+//!
+//! - `lockcore demo [--threads N] [--keys K] [--batch B] [--seconds S]`: the table under
+//!   contention, printing what it did;
+//! - `lockcore footprint [--keys N]`: acquires and releases N distinct keys and shows the table's
+//!   size and the process's memory returning to idle.
+#![forbid(unsafe_code)]
+
+mod demo;
+mod footprint;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: lockcore <command> [options]
+
+commands:
+  demo        run the lock table under contention and print what it did
+              --threads N (4)  --keys K (64)  --batch B (4)  --seconds S (3)  --write-pct P (30)
+  footprint   acquire and release N distinct keys; show that memory returns to idle
+              --keys N (10000000)
+  help        print this text";
+
+/// Parsed `--name value` options.
+pub(crate) struct Options(Vec<(String, String)>);
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Self, String> {
+        let mut out = Vec::new();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let Some(name) = a.strip_prefix("--") else {
+                return Err(format!("unexpected argument {a:?}"));
+            };
+            let Some(value) = it.next() else {
+                return Err(format!("option --{name} needs a value"));
+            };
+            out.push((name.to_string(), value.clone()));
+        }
+        Ok(Self(out))
+    }
+
+    /// The value of `--name`, parsed, or `default`; an error names the option.
+    pub(crate) fn get<T: std::str::FromStr>(&self, name: &str, default: T) -> Result<T, String> {
+        match self.0.iter().rev().find(|(n, _)| n == name) {
+            None => Ok(default),
+            Some((_, v)) => v.parse().map_err(|_| format!("--{name}: cannot read {v:?} as a number")),
+        }
+    }
+
+    /// Fails on options that no command knows, so a typo is not silently ignored.
+    pub(crate) fn only(&self, known: &[&str]) -> Result<(), String> {
+        match self.0.iter().find(|(n, _)| !known.contains(&n.as_str())) {
+            Some((n, _)) => Err(format!("unknown option --{n} (known: {})", known.join(", "))),
+            None => Ok(()),
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    let (cmd, rest) = match args.split_first() {
+        Some((c, r)) => (c.as_str(), r),
+        None => ("help", &[][..]),
+    };
+    let opts = Options::parse(rest)?;
+    match cmd {
+        "demo" => demo::run(&opts),
+        "footprint" => footprint::run(&opts),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown command {other:?}\n\n{USAGE}")),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lockcore: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -45,7 +45,7 @@
 //! ```
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
-// Mutants: `RUSTFLAGS='--cfg lockcore_mutant="NAME"'` builds a deliberately broken table, so CI can
+// Mutants: `LOCKCORE_MUTANT=NAME` (see build.rs) builds a deliberately broken table, so CI can
 // show that each checker fails on it (`ci/mutants.sh`). Never set in a normal build.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 

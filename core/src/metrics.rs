@@ -5,7 +5,7 @@
 //! nanoseconds. All atomics here are `Relaxed`: they are statistics, read for reporting, and
 //! no other memory is published through them.
 
-use crate::sync::stat::{AtomicU64, Ordering};
+use crate::sync::stat::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 const STRIPES: usize = 8;
@@ -49,7 +49,6 @@ pub(crate) struct Metrics {
 
 fn stripe_index() -> usize {
     use std::cell::Cell;
-    use std::sync::atomic::AtomicUsize;
     // Relaxed: only spreads threads over stripes; any interleaving gives a valid index.
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
@@ -57,7 +56,7 @@ fn stripe_index() -> usize {
     }
     INDEX.with(|i| {
         if i.get() == usize::MAX {
-            i.set(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % STRIPES);
+            i.set(NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES);
         }
         i.get()
     })

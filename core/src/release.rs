@@ -50,7 +50,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
                 None => missing += 1,
             }
         }
-        slots.sort_by_key(|(s, _)| Slot::addr(s));
+        slots.sort_by_key(|(s, _)| Slot::latch_order(s));
         let duplicate = slots.windows(2).any(|w| Arc::ptr_eq(&w[0].0, &w[1].0));
         let mut latches: SmallVec<[_; 16]> = slots.iter().map(|(s, _)| s.state.lock()).collect();
         let mut found = 0;

@@ -2,7 +2,7 @@
 //!
 //! A slot is guarded by its own latch (a `parking_lot` mutex: one byte, a CAS to take and a
 //! store to drop when uncontended, a short spin then park when contended). Requests latch all
-//! their slots in address order, decide, change every slot, and unlatch, so a grant is
+//! their slots in one fixed order (creation number), decide, change every slot, and unlatch, so a grant is
 //! installed in one indivisible step; see `docs/design.md` ("Linearizable batches").
 
 use crate::mode::{Mode, ModeTable, MAX_MODES};
@@ -21,18 +21,22 @@ pub(crate) struct Slot<K> {
     pub(crate) key: K,
     /// The key's hash under the table's hasher (kept so the index never rehashes a key).
     pub(crate) hash: u64,
+    /// The slot's place in the latch order: unique in its table, fixed for its life. Made
+    /// from a per-table counter rather than taken from the slot's address so that the order
+    /// depends only on the order of creation, which makes runs under loom repeatable.
+    pub(crate) order: u64,
     pub(crate) state: Mutex<SlotState>,
 }
 
 impl<K> Slot<K> {
-    pub(crate) fn new(key: K, hash: u64, token_floor: u64) -> Self {
-        Self { key, hash, state: Mutex::new(SlotState::new(token_floor)) }
+    pub(crate) fn new(key: K, hash: u64, order: u64, token_floor: u64) -> Self {
+        Self { key, hash, order, state: Mutex::new(SlotState::new(token_floor)) }
     }
 
-    /// The address used to order latches: stable for the slot's life and distinct between slots.
+    /// The key latches are sorted by.
     #[inline]
-    pub(crate) fn addr(this: &Arc<Self>) -> usize {
-        Arc::as_ptr(this) as usize
+    pub(crate) fn latch_order(this: &Arc<Self>) -> u64 {
+        this.order
     }
 }
 

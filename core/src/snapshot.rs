@@ -61,7 +61,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     /// reading `pg_locks` does; it is for diagnosis, not for a hot path.
     pub fn snapshot(&self) -> Snapshot<K> {
         self.with_all_slots(|mut slots| {
-            slots.sort_by_key(Slot::addr);
+            slots.sort_by_key(Slot::latch_order);
             let latches: Vec<_> = slots.iter().map(|s| s.state.lock()).collect();
             let taken_at = Instant::now();
             let mut held = Vec::new();

@@ -81,7 +81,7 @@ pub(crate) use imp::*;
 
 /// Statistics counters: plain `std` atomics under loom too (see the module docs).
 pub(crate) mod stat {
-    pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
+    pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 }
 
 /// Returns a process-wide unique, non-zero id.

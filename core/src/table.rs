@@ -6,9 +6,9 @@
 //! `Arc<Slot>`. Looking up a key that is already present takes the shard's read lock (one
 //! atomic add and one sub, shared by readers); only a key new to the table takes the write
 //! lock. A request resolves all its keys to slots first, with no latch held, then sorts them by
-//! slot address, latches them in that order, decides on the whole set, installs or reports,
+//! slot creation number, latches them in that order, decides on the whole set, installs or reports,
 //! and unlatches. Because a thread never waits for a latch while holding a latch at a higher
-//! address, and never takes a shard lock while holding a latch, latching cannot deadlock.
+//! number, and never takes a shard lock while holding a latch, latching cannot deadlock.
 //!
 //! Fairness: a slot keeps a FIFO queue of waiters, sorted by a table-wide arrival number. A
 //! request is grantable on a key only if its mode is compatible with the holders and with every
@@ -22,13 +22,20 @@ use crate::metrics::{Counter, Metrics, MetricsSnapshot};
 use crate::mode::{Mode, ModeTable};
 use crate::request::{LockMessage, Owner, Request, RequestError, MAX_KEYS};
 use crate::slot::{HeldBy, Slot, SlotState, WakeList};
-use crate::sync::{unique_id, Arc, AtomicU64, MutexGuard, Ordering, RwLock};
+use crate::sync::{stat, unique_id, Arc, AtomicU64, MutexGuard, Ordering, RwLock};
 use crate::ticket::{GrantId, TableId, Token};
 use hashbrown::HashTable;
 use smallvec::SmallVec;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::time::Instant;
+
+/// The index's hasher: seeded per table, except under loom, where every run must hash alike
+/// so that replays of a schedule see the same index layout.
+#[cfg(not(loom))]
+type IndexHasher = foldhash::fast::RandomState;
+#[cfg(loom)]
+type IndexHasher = foldhash::fast::FixedState;
 
 /// Below this many slots a shard is never swept.
 const MIN_SWEEP: usize = 64;
@@ -48,7 +55,7 @@ pub(crate) struct Entry<K> {
     pub(crate) token: Option<Token>,
 }
 
-/// A validated request: distinct slots sorted by address.
+/// A validated request: distinct slots sorted by latch order.
 pub(crate) struct Prepared<K> {
     pub(crate) owner: Owner,
     pub(crate) entries: SmallVec<[Entry<K>; 16]>,
@@ -93,12 +100,14 @@ pub struct LockTable<K> {
     pub(crate) modes: ModeTable,
     shards: Box<[RwLock<ShardMap<K>>]>,
     shard_mask: usize,
-    hasher: foldhash::fast::RandomState,
+    hasher: IndexHasher,
     /// No slot starts below this token: raised when a slot is reclaimed, so a key's tokens
     /// keep increasing across reclamation (and, with a persisted floor, across restarts).
     token_floor: AtomicU64,
     /// Arrival numbers of waiters.
     wait_seq: AtomicU64,
+    /// Creation numbers of slots: the latch order.
+    slot_seq: stat::AtomicU64,
     pub(crate) metrics: Metrics,
 }
 
@@ -139,9 +148,10 @@ impl Builder {
                 .map(|_| RwLock::new(ShardMap { slots: HashTable::new(), sweep_at: MIN_SWEEP }))
                 .collect(),
             shard_mask: self.shards - 1,
-            hasher: foldhash::fast::RandomState::default(),
+            hasher: IndexHasher::default(),
             token_floor: AtomicU64::new(self.token_floor),
             wait_seq: AtomicU64::new(0),
+            slot_seq: stat::AtomicU64::new(0),
             metrics: Metrics::new(),
         }
     }
@@ -213,7 +223,11 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         }
         // Relaxed: floors are raised under this shard's write lock, which we hold, and a key
         // always maps to the same shard; the lock orders the raise before this read.
-        let slot = Arc::new(Slot::new(key, hash, self.token_floor.load(Ordering::Relaxed)));
+        let floor = self.token_floor.load(Ordering::Relaxed);
+        // Relaxed: only uniqueness is needed, and an RMW is atomic in any ordering. A plain
+        // std atomic under loom too: creation happens under a shard lock that loom does model.
+        let order = self.slot_seq.fetch_add(1, stat::Ordering::Relaxed);
+        let slot = Arc::new(Slot::new(key, hash, order, floor));
         map.slots.insert_unique(hash, Arc::clone(&slot), |s| s.hash);
         slot
     }
@@ -289,7 +303,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             .map(|i| Entry { slot: self.slot_for(i.key), mode: i.mode, message: i.message, token: None })
             .collect();
         // Stable, so the first message given for a key wins; no allocation up to 20 entries.
-        entries.sort_by_key(|e| Slot::addr(&e.slot));
+        entries.sort_by_key(|e| Slot::latch_order(&e.slot));
         entries.dedup_by(|later, kept| {
             if !Arc::ptr_eq(&later.slot, &kept.slot) {
                 return false;

@@ -1,1 +1,370 @@
 #![cfg(loom)]
+//! Loom model checks of the real [`LockTable`]: one invariant per test, two or three threads.
+//!
+//! Under `cfg(loom)` the table's latches, shard locks, wait flags and thread parking come from
+//! loom (`core/src/sync.rs`), so loom explores the interleavings of the real grant, wait, wake
+//! and cancel code. Loom cannot model time: `park_until` ignores deadlines and parks until
+//! unparked, so a blocking `acquire` with a long timeout either is granted or shows up as a
+//! loom deadlock (a lost wake-up, a cycle). The give-up path is checked through cancellation
+//! of `acquire_async`, which shares it with a timeout (take the waiter out of every queue and
+//! pass on the wake-ups it was owed).
+//!
+//! Run (well under a second once built):
+//!
+//! ```text
+//! RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 CARGO_TARGET_DIR=target/loom \
+//!     cargo test -p lockcore --release --test loom
+//! ```
+//!
+//! Each test prints how many executions loom explored and how long it took (`-- --nocapture`
+//! to see them), and fails if no execution reached the case it is about. Each is shown to
+//! catch a deliberately broken table: build with `LOCKCORE_MUTANT=grant_all` (mutual
+//! exclusion), `no_wake` (lost wake-up) or `partial` (not all or nothing); the comment on each
+//! test names what it catches.
+//!
+//! Loom replays schedules, so each execution must be a function of its schedule: the table
+//! latches slots in creation order (not by address) and, under loom, hashes with a fixed seed;
+//! the tests use one shard.
+
+use lockcore::{LockTable, Request};
+use loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use loom::thread;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+type Table = Arc<LockTable<&'static str>>;
+
+/// Long enough never to expire; under loom deadlines are ignored anyway.
+const FOREVER: Duration = Duration::from_secs(3600);
+
+/// Runs `f` under `loom::model` and prints how many executions loom explored and how long it
+/// took. `f` returns whether its execution reached the situation the test is about (a request
+/// waited, a queued wait was cancelled, ...); at least one must, so a test cannot pass
+/// vacuously.
+fn check(name: &str, f: impl Fn() -> bool + Send + Sync + 'static) {
+    let iterations = Arc::new(StdAtomicUsize::new(0));
+    let reached = Arc::new(StdAtomicUsize::new(0));
+    let (iterations2, reached2) = (Arc::clone(&iterations), Arc::clone(&reached));
+    let start = Instant::now();
+    loom::model(move || {
+        // Relaxed (both): plain counts, read after the model has finished.
+        iterations2.fetch_add(1, StdOrdering::Relaxed);
+        if f() {
+            reached2.fetch_add(1, StdOrdering::Relaxed);
+        }
+    });
+    let (n, r) = (iterations.load(StdOrdering::Relaxed), reached.load(StdOrdering::Relaxed));
+    println!("loom {name}: {n} executions ({r} reach the case) in {:.2?}", start.elapsed());
+    assert!(r > 0, "{name}: no execution reached the case under test");
+}
+
+/// A small table. One shard keeps the index to one loom `RwLock`, and is also required: the
+/// shard of a key depends on the table's randomly seeded hasher, so with more shards two
+/// executions of one schedule could take different shard locks.
+fn table() -> Table {
+    Arc::new(LockTable::<&str>::builder().shards(1).build())
+}
+
+/// What the test believes is held, kept apart from the table: readers count 1, a writer
+/// counts [`Shadow::WRITER`]. Entered just after a grant and left just before its release, so
+/// the shadow's holders are always a subset of the table's. Every update is a read-modify-write
+/// on one location, so their order is total and each check is exact.
+struct Shadow(AtomicUsize);
+
+impl Shadow {
+    const WRITER: usize = 1 << 16;
+
+    fn new() -> Arc<Self> {
+        Arc::new(Self(AtomicUsize::new(0)))
+    }
+
+    fn enter_writer(&self) {
+        let before = self.0.fetch_add(Self::WRITER, SeqCst);
+        assert_eq!(before, 0, "a writer was granted while the key was held ({before:#x})");
+    }
+
+    fn leave_writer(&self) {
+        self.0.fetch_sub(Self::WRITER, SeqCst);
+    }
+
+    fn enter_reader(&self) {
+        let before = self.0.fetch_add(1, SeqCst);
+        assert_eq!(before & !(Self::WRITER - 1), 0, "a reader was granted while a writer held the key");
+    }
+
+    fn leave_reader(&self) {
+        self.0.fetch_sub(1, SeqCst);
+    }
+}
+
+/// Asserts that nothing is held and nobody is queued, and that the keys can be taken again.
+fn assert_idle(t: &LockTable<&'static str>, keys: &[&'static str]) {
+    let snap = t.snapshot();
+    assert!(snap.held.is_empty(), "locks left held: {:?}", snap.held);
+    assert!(snap.waiting.is_empty(), "waiters left queued: {:?}", snap.waiting);
+    let req = keys.iter().fold(Request::new("after"), |r, k| r.exclusive(*k));
+    assert!(t.try_acquire(req).is_ok(), "the keys cannot be taken again");
+}
+
+/// Polls `fut` once with a waker that does nothing.
+fn poll_once<F: Future + Unpin>(fut: &mut F) -> Poll<F::Output> {
+    let mut cx = Context::from_waker(Waker::noop());
+    std::pin::Pin::new(fut).poll(&mut cx)
+}
+
+/// Two blocking requests for the same two keys, named in opposite orders: both finish (a
+/// deadlock between them would be a loom deadlock) and never both hold.
+///
+/// Catches `grant_all` (both hold at once).
+#[test]
+fn opposite_orders_exclude_and_finish() {
+    check("opposite_orders_exclude_and_finish", || {
+        let t = table();
+        let shadow = Shadow::new();
+        let spawn = |owner: &'static str, first: &'static str, second: &'static str| {
+            let (t, shadow) = (Arc::clone(&t), Arc::clone(&shadow));
+            thread::spawn(move || {
+                let set = t.acquire(Request::new(owner).exclusive(first).exclusive(second), FOREVER).unwrap();
+                shadow.enter_writer();
+                shadow.leave_writer();
+                drop(set);
+            })
+        };
+        let a = spawn("A", "k1", "k2");
+        let b = spawn("B", "k2", "k1");
+        a.join().unwrap();
+        b.join().unwrap();
+        assert_idle(&t, &["k1", "k2"]);
+        t.metrics().waits > 0 // one of them queued behind the other
+    });
+}
+
+/// A blocking reader and a blocking writer of one key: never both hold, and both finish.
+///
+/// Catches `grant_all` (reader and writer hold at once).
+#[test]
+fn reader_and_writer_exclude_and_finish() {
+    check("reader_and_writer_exclude_and_finish", || {
+        let t = table();
+        let shadow = Shadow::new();
+        let reader = {
+            let (t, shadow) = (Arc::clone(&t), Arc::clone(&shadow));
+            thread::spawn(move || {
+                let set = t.acquire(Request::new("R").shared("k"), FOREVER).unwrap();
+                shadow.enter_reader();
+                shadow.leave_reader();
+                drop(set);
+            })
+        };
+        let writer = {
+            let (t, shadow) = (Arc::clone(&t), Arc::clone(&shadow));
+            thread::spawn(move || {
+                let set = t.acquire(Request::new("W").exclusive("k"), FOREVER).unwrap();
+                shadow.enter_writer();
+                shadow.leave_writer();
+                drop(set);
+            })
+        };
+        reader.join().unwrap();
+        writer.join().unwrap();
+        assert_idle(&t, &["k"]);
+        t.metrics().waits > 0
+    });
+}
+
+/// The main thread holds a key and drops its guard while a second thread waits for the key
+/// in a blocking `acquire`: the waiter is granted (a lost wake-up is a loom deadlock).
+///
+/// Catches `no_wake`.
+#[test]
+fn guard_release_wakes_parked_waiter() {
+    check("guard_release_wakes_parked_waiter", || {
+        let t = table();
+        let held = t.try_acquire(Request::new("holder").exclusive("k")).unwrap();
+        let waiter = {
+            let t = Arc::clone(&t);
+            thread::spawn(move || {
+                let set = t.acquire(Request::new("waiter").exclusive("k"), FOREVER).unwrap();
+                assert_eq!(t.holders(&"k").len(), 1);
+                drop(set);
+            })
+        };
+        drop(held);
+        waiter.join().unwrap();
+        assert_idle(&t, &["k"]);
+        t.metrics().waits > 0 // the waiter queued before the release
+    });
+}
+
+/// As [`guard_release_wakes_parked_waiter`], but the holder kept its locks as a ticket and
+/// releases them with `LockTable::release` (a command's end-action): the same wake-up duty
+/// through the other release path.
+///
+/// Catches `no_wake`.
+#[test]
+fn ticket_release_wakes_parked_waiter() {
+    check("ticket_release_wakes_parked_waiter", || {
+        let t = table();
+        let ticket = t.try_acquire(Request::new("holder").exclusive("k")).unwrap().into_ticket();
+        let waiter = {
+            let t = Arc::clone(&t);
+            thread::spawn(move || {
+                let set = t.acquire(Request::new("waiter").exclusive("k"), FOREVER).unwrap();
+                drop(set);
+            })
+        };
+        t.release(&ticket).unwrap();
+        waiter.join().unwrap();
+        assert_idle(&t, &["k"]);
+        t.metrics().waits > 0
+    });
+}
+
+/// A waiter gives up (drops its `acquire_async` future after one poll, the path a timeout
+/// shares) while the holder releases: afterwards nothing is held, nothing is queued, and the
+/// key can be taken.
+///
+/// Checks the cancel path leaves no stale queue entry or grant behind in any interleaving
+/// with the release (a stale entry would show in the snapshot and, being ahead of every new
+/// arrival, refuse the final `try_acquire`).
+#[test]
+fn cancel_racing_release_leaves_nothing() {
+    check("cancel_racing_release_leaves_nothing", || {
+        let t = table();
+        let held = t.try_acquire(Request::new("holder").exclusive("k")).unwrap();
+        let canceller = {
+            let t = Arc::clone(&t);
+            thread::spawn(move || {
+                let mut fut = t.acquire_async(Request::new("canceller").exclusive("k"));
+                if let Poll::Ready(granted) = poll_once(&mut fut) {
+                    // The holder released first: granted on the spot, then released.
+                    drop(granted.unwrap());
+                }
+                drop(fut); // cancels the wait if it is queued
+            })
+        };
+        drop(held);
+        canceller.join().unwrap();
+        assert_idle(&t, &["k"]);
+        t.metrics().cancellations > 0 // it queued, then gave up
+    });
+}
+
+/// As [`cancel_racing_release_leaves_nothing`], with a third request waiting in a blocking
+/// `acquire`: when the release wakes the waiter that then cancels, the cancel must pass the
+/// wake-up on, so the third request is still granted (otherwise loom reports a deadlock).
+///
+/// Catches `no_wake`.
+#[test]
+fn cancel_passes_wake_up_to_next_waiter() {
+    check("cancel_passes_wake_up_to_next_waiter", || {
+        let t = table();
+        let held = t.try_acquire(Request::new("holder").exclusive("k")).unwrap();
+        let canceller = {
+            let t = Arc::clone(&t);
+            thread::spawn(move || {
+                let mut fut = t.acquire_async(Request::new("canceller").exclusive("k"));
+                if let Poll::Ready(granted) = poll_once(&mut fut) {
+                    drop(granted.unwrap());
+                }
+                drop(fut);
+            })
+        };
+        let next = {
+            let t = Arc::clone(&t);
+            thread::spawn(move || {
+                let set = t.acquire(Request::new("next").exclusive("k"), FOREVER).unwrap();
+                drop(set);
+            })
+        };
+        drop(held);
+        canceller.join().unwrap();
+        next.join().unwrap();
+        assert_idle(&t, &["k"]);
+        let m = t.metrics();
+        m.cancellations > 0 && m.waits == 2 // both queued, and the first gave up
+    });
+}
+
+/// What one `try_acquire` did: its grant, or the (owner, grant) of every holder its conflict
+/// named.
+type TryOutcome = Result<lockcore::GrantId, Vec<(String, lockcore::GrantId)>>;
+
+/// Runs `try_acquire` for `keys`, exclusive, and keeps the grant until the thread ends.
+fn try_exclusive(t: &Table, owner: &'static str, keys: &[&'static str]) -> thread::JoinHandle<TryOutcome> {
+    let t = Arc::clone(t);
+    let keys = keys.to_vec();
+    thread::spawn(move || {
+        let req = keys.iter().fold(Request::new(owner), |r, k| r.exclusive(*k));
+        let res = t.try_acquire(req);
+        let outcome = match &res {
+            Ok(set) => Ok(set.grant()),
+            Err(e) => Err(e
+                .conflict()
+                .expect("a valid request fails only on a conflict")
+                .keys
+                .iter()
+                .flat_map(|k| k.holders.iter().map(|h| (h.owner.to_string(), h.grant)))
+                .collect()),
+        };
+        drop(res);
+        outcome
+    })
+}
+
+/// Two overlapping `try_acquire`s race with nobody else holding anything: they never both
+/// fail because of each other's half-taken keys, and a refusal names the other request as
+/// the holder of a grant it completed.
+///
+/// A request latches all its keys before deciding, so a racing request waits for the
+/// decision instead of seeing a half-made grant. (None of the mutants breaks this; it guards
+/// against a future key-by-key acquisition.)
+#[test]
+fn racing_try_acquires_never_both_fail() {
+    check("racing_try_acquires_never_both_fail", || {
+        let t = table();
+        let a = try_exclusive(&t, "A", &["k1", "k2"]);
+        let b = try_exclusive(&t, "B", &["k2", "k3"]);
+        let (a, b) = (a.join().unwrap(), b.join().unwrap());
+        match (&a, &b) {
+            (Err(_), Err(_)) => panic!("both failed: A {a:?}, B {b:?}"),
+            (Ok(_), Ok(_)) => {}
+            (Err(holders), Ok(grant)) | (Ok(grant), Err(holders)) => {
+                let winner = if a.is_ok() { "A" } else { "B" };
+                assert_eq!(holders, &vec![(winner.to_string(), *grant)], "A {a:?}, B {b:?}");
+            }
+        }
+        assert_idle(&t, &["k1", "k2", "k3"]);
+        a.is_err() || b.is_err() // one decided while the other held k2
+    });
+}
+
+/// A request refused because of a real holder keeps none of its keys, even for an instant
+/// that another request could see: with `k2` held, A = {k1, k2} is always refused (by the
+/// holder, and by B only if B's grant was complete), and B = {k1, k3}, racing with it, is
+/// always granted.
+///
+/// Catches `partial` (A keeps `k1`, so B is refused by a grant that was never made).
+#[test]
+fn refused_request_leaves_no_keys() {
+    check("refused_request_leaves_no_keys", || {
+        let t = table();
+        let held = t.try_acquire(Request::new("holder").exclusive("k2")).unwrap();
+        let holder = held.grant();
+        let a = try_exclusive(&t, "A", &["k1", "k2"]);
+        let b = try_exclusive(&t, "B", &["k1", "k3"]);
+        let (a, b) = (a.join().unwrap(), b.join().unwrap());
+        let Ok(b_grant) = b else { panic!("B was refused: {b:?}") };
+        let Err(blockers) = &a else { panic!("A was granted while k2 was held") };
+        // A is refused for k2 by the holder, and for k1 only by B's completed grant.
+        let (by_holder, by_b) = (("holder".to_string(), holder), ("B".to_string(), b_grant));
+        assert!(blockers.contains(&by_holder), "A {a:?}");
+        assert!(blockers.iter().all(|h| *h == by_holder || *h == by_b), "A {a:?}");
+        drop(held);
+        assert_idle(&t, &["k1", "k2", "k3"]);
+        blockers.len() == 1 // A was refused before B took k1
+    });
+}

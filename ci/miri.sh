@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Miri over the table's unit tests and API tests. lockcore itself has no unsafe code
+# (#![forbid(unsafe_code)]); this checks the unsafe in the dependencies it drives (parking_lot,
+# hashbrown, smallvec) on our paths. Needs the nightly toolchain with the miri component: when it
+# is missing and cannot be installed, says so and exits 0.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  echo "miri: SKIPPED (no nightly toolchain on this machine)"
+  exit 0
+fi
+if ! cargo +nightly miri --version >/dev/null 2>&1; then
+  rustup +nightly component add miri rust-src >/dev/null 2>&1 || true
+fi
+if ! cargo +nightly miri --version >/dev/null 2>&1; then
+  echo "miri: SKIPPED (the miri component could not be installed)"
+  exit 0
+fi
+export MIRIFLAGS="${MIRIFLAGS:--Zmiri-disable-isolation}"
+CARGO_TARGET_DIR=target/miri cargo +nightly miri test -p lockcore --lib --test api --test oracle "$@"

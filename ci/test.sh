@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Every test lockcore has, as CI runs it (.ci/run calls this). Usage: ci/test.sh
+# Each step is also a script or a cargo command you can run alone.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+start=$(date +%s)
+step() { echo; echo "== $* ($(( $(date +%s) - start )) s)"; }
+
+step "format";        cargo fmt --all -- --check
+step "sync shim";     ci/check-sync-shim.sh
+step "clippy";        cargo clippy --workspace --all-targets -- -D warnings
+step "tests";         cargo test --workspace
+step "rustdoc";       RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+step "loom";          ci/loom.sh
+step "mutants";       ci/mutants.sh
+step "demo";          cargo run --release --quiet -p lockcore-cli -- demo --seconds 2
+step "footprint";     cargo run --release --quiet -p lockcore-cli -- footprint --keys 10000000
+step "miri";          ci/miri.sh
+step "all green"
