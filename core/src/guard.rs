@@ -16,21 +16,26 @@ use std::time::Instant;
 pub struct LockSet<'t, K: Hash + Eq + Clone> {
     table: &'t LockTable<K>,
     grant: GrantId,
-    owner: Owner,
-    since: Instant,
-    /// Empty once released or turned into a ticket.
-    entries: SmallVec<[Entry<K>; 16]>,
+    pub(crate) owner: Owner,
+    /// When granted; `None` while the set is only a prepared request (then dropping it
+    /// releases nothing).
+    since: Option<Instant>,
+    /// Sorted by latch order, distinct. Empty once released or turned into a ticket.
+    pub(crate) entries: SmallVec<[Entry<K>; 16]>,
 }
 
 impl<'t, K: Hash + Eq + Clone> LockSet<'t, K> {
-    pub(crate) fn new(
-        table: &'t LockTable<K>,
-        grant: GrantId,
-        owner: Owner,
-        since: Instant,
-        entries: SmallVec<[Entry<K>; 16]>,
-    ) -> Self {
-        Self { table, grant, owner, since, entries }
+    /// A prepared request that holds nothing yet.
+    #[inline(always)]
+    pub(crate) fn unarmed(table: &'t LockTable<K>, owner: Owner) -> Self {
+        Self { table, grant: GrantId(0), owner, since: None, entries: SmallVec::new() }
+    }
+
+    /// Marks the set as granted: from now on dropping it releases the grant.
+    #[inline(always)]
+    pub(crate) fn arm(&mut self, grant: GrantId, since: Instant) {
+        self.grant = grant;
+        self.since = Some(since);
     }
 
     /// The grant's id.
@@ -45,7 +50,8 @@ impl<'t, K: Hash + Eq + Clone> LockSet<'t, K> {
 
     /// When it was granted.
     pub fn since(&self) -> Instant {
-        self.since
+        // Always set: a `LockSet` reaches users only once granted.
+        self.since.unwrap_or_else(Instant::now)
     }
 
     /// Distinct keys held.
@@ -60,12 +66,12 @@ impl<'t, K: Hash + Eq + Clone> LockSet<'t, K> {
 
     /// The keys held, with their modes and fencing tokens.
     pub fn locks(&self) -> impl Iterator<Item = (&K, Mode, Option<Token>)> {
-        self.entries.iter().map(|e| (&e.slot.key, e.mode, e.token))
+        self.entries.iter().map(|e| (&e.slot.key, e.mode, e.token()))
     }
 
     /// The fencing token of `key`, if it is held in a fenced (exclusive) mode.
     pub fn token(&self, key: &K) -> Option<Token> {
-        self.entries.iter().find(|e| e.slot.key == *key).and_then(|e| e.token)
+        self.entries.iter().find(|e| e.slot.key == *key).and_then(Entry::token)
     }
 
     /// Keeps the locks past this scope: they stay held until
@@ -81,7 +87,7 @@ impl<'t, K: Hash + Eq + Clone> LockSet<'t, K> {
     /// ```
     pub fn into_ticket(mut self) -> Ticket<K> {
         let locks =
-            self.entries.iter().map(|e| TicketLock { key: e.slot.key.clone(), mode: e.mode, token: e.token }).collect();
+            self.entries.iter().map(|e| TicketLock { key: e.slot.key.clone(), mode: e.mode, token: e.token() }).collect();
         self.entries.clear();
         Ticket { table: self.table.id(), grant: self.grant, owner: self.owner.clone(), locks }
     }
@@ -92,8 +98,8 @@ impl<'t, K: Hash + Eq + Clone> LockSet<'t, K> {
 
 impl<K: Hash + Eq + Clone> Drop for LockSet<'_, K> {
     fn drop(&mut self) {
-        if !self.entries.is_empty() {
-            self.table.release_entries(self.grant, &self.entries, self.since, Counter::Releases);
+        if let (Some(since), false) = (self.since, self.entries.is_empty()) {
+            self.table.release_entries(self.grant, &self.entries, since, Counter::Releases);
         }
     }
 }

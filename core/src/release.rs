@@ -18,15 +18,20 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     pub(crate) fn release_entries(&self, grant: GrantId, entries: &[Entry<K>], since: Instant, counter: Counter) {
         let mut wake = WakeList::new();
         let mut latches = latch(entries);
+        let mut removed = false;
         for st in latches.iter_mut() {
             if st.remove_holder(grant).is_some() {
+                removed = true;
                 st.collect_wakeable(&self.modes, &mut wake);
             }
         }
         drop(latches);
         notify_all(wake);
-        self.metrics.add(counter, 1);
-        self.metrics.record_hold(since.elapsed());
+        // A guard whose grant was force-released frees nothing and is not a release.
+        if removed {
+            self.metrics.add(counter, 1);
+            self.metrics.record_hold(since.elapsed());
+        }
     }
 
     /// Releases the grant a [`Ticket`] stands for (a command's end-action).
@@ -51,7 +56,11 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             }
         }
         slots.sort_by_key(|(s, _)| Slot::latch_order(s));
-        let duplicate = slots.windows(2).any(|w| Arc::ptr_eq(&w[0].0, &w[1].0));
+        // A key named twice would be latched twice (a self-deadlock): latch it once, and let
+        // the key count below refuse the ticket.
+        let before = slots.len();
+        slots.dedup_by(|later, kept| Arc::ptr_eq(&later.0, &kept.0));
+        let duplicate = slots.len() != before;
         let mut latches: SmallVec<[_; 16]> = slots.iter().map(|(s, _)| s.state.lock()).collect();
         let mut found = 0;
         let mut exact = missing == 0 && !duplicate;
@@ -64,7 +73,14 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             }
         }
         if found == 0 {
-            return Err(ReleaseError::UnknownGrant(grant));
+            drop(latches);
+            // The ticket names none of the grant's keys. Tell an edited ticket of a live
+            // grant from a released one; this scan runs on the error path only.
+            return Err(if self.grant_is_held(grant) {
+                ReleaseError::Mismatch(grant)
+            } else {
+                ReleaseError::UnknownGrant(grant)
+            });
         }
         if !exact {
             return Err(ReleaseError::Mismatch(grant));
@@ -112,6 +128,11 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         }
     }
 
+    /// Whether any key is held by `grant` (a scan of the whole table).
+    fn grant_is_held(&self, grant: GrantId) -> bool {
+        self.with_all_slots(|slots| slots.iter().any(|s| s.state.lock().holders.iter().any(|h| h.grant == grant)))
+    }
+
     fn release_where(&self, mut pred: impl FnMut(&HeldBy) -> bool) -> Vec<Ticket<K>> {
         let slots = self.with_all_slots(|s| s);
         let mut tickets: Vec<Ticket<K>> = Vec::new();
@@ -127,11 +148,12 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             st.collect_wakeable(&self.modes, &mut wake);
             drop(st);
             for h in removed.drain(..) {
-                self.metrics.record_hold(h.since.elapsed());
                 let lock = TicketLock { key: slot.key.clone(), mode: h.mode, token: h.token };
                 match index.get(&h.grant) {
                     Some(&i) => tickets[i].locks.push(lock),
                     None => {
+                        // One hold-time sample per grant, not per key.
+                        self.metrics.record_hold(h.since.elapsed());
                         index.insert(h.grant, tickets.len());
                         tickets.push(Ticket { table: self.id(), grant: h.grant, owner: h.owner, locks: vec![lock] });
                     }

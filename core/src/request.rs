@@ -161,27 +161,32 @@ impl<K> Request<K> {
     }
 
     /// Adds `key` in `mode` with an optional message.
+    #[inline]
     pub fn lock(mut self, key: K, mode: Mode, message: Option<LockMessage>) -> Self {
         self.items.push(Item { key, mode, message });
         self
     }
 
     /// Adds `key` shared.
+    #[inline]
     pub fn shared(self, key: K) -> Self {
         self.lock(key, Mode::SHARED, None)
     }
 
     /// Adds `key` exclusive.
+    #[inline]
     pub fn exclusive(self, key: K) -> Self {
         self.lock(key, Mode::EXCLUSIVE, None)
     }
 
     /// Adds `key` shared, with the message others see if they conflict with it.
+    #[inline]
     pub fn shared_with(self, key: K, message: impl Into<LockMessage>) -> Self {
         self.lock(key, Mode::SHARED, Some(message.into()))
     }
 
     /// Adds `key` exclusive, with the message others see if they conflict with it.
+    #[inline]
     pub fn exclusive_with(self, key: K, message: impl Into<LockMessage>) -> Self {
         self.lock(key, Mode::EXCLUSIVE, Some(message.into()))
     }

@@ -19,8 +19,6 @@ use std::time::Instant;
 /// drops a slot only when it holds the last reference and the slot is idle.
 pub(crate) struct Slot<K> {
     pub(crate) key: K,
-    /// The key's hash under the table's hasher (kept so the index never rehashes a key).
-    pub(crate) hash: u64,
     /// The slot's place in the latch order: unique in its table, fixed for its life. Made
     /// from a per-table counter rather than taken from the slot's address so that the order
     /// depends only on the order of creation, which makes runs under loom repeatable.
@@ -29,8 +27,8 @@ pub(crate) struct Slot<K> {
 }
 
 impl<K> Slot<K> {
-    pub(crate) fn new(key: K, hash: u64, order: u64, token_floor: u64) -> Self {
-        Self { key, hash, order, state: Mutex::new(SlotState::new(token_floor)) }
+    pub(crate) fn new(key: K, order: u64, token_floor: u64) -> Self {
+        Self { key, order, state: Mutex::new(SlotState::new(token_floor)) }
     }
 
     /// The key latches are sorted by.
@@ -70,6 +68,9 @@ pub(crate) struct SlotState {
     pub(crate) queue: VecDeque<Queued>,
     /// The last fencing token handed out on this key.
     pub(crate) last_token: u64,
+    /// Granted since the last sweep looked: a sweep spares a recently used idle slot once
+    /// (second chance), so a working set of keys is not freed and re-made over and over.
+    pub(crate) recent: bool,
 }
 
 /// Waiters to notify once the latches are dropped. Inline for the common few.
@@ -77,7 +78,7 @@ pub(crate) type WakeList = SmallVec<[Arc<WaitNode>; 4]>;
 
 impl SlotState {
     fn new(token_floor: u64) -> Self {
-        Self { counts: [0; MAX_MODES], held: 0, holders: Vec::new(), queue: VecDeque::new(), last_token: token_floor }
+        Self { counts: [0; MAX_MODES], held: 0, holders: Vec::new(), queue: VecDeque::new(), last_token: token_floor, recent: false }
     }
 
     /// Nobody holds or waits: the slot may be reclaimed.
@@ -120,6 +121,7 @@ impl SlotState {
             rec.token = Some(Token(self.last_token));
         }
         let token = rec.token;
+        self.recent = true;
         self.counts[rec.mode.index()] += 1;
         self.held |= rec.mode.bit();
         self.holders.push(rec);
@@ -171,6 +173,9 @@ impl SlotState {
     pub(crate) fn collect_wakeable(&self, modes: &ModeTable, out: &mut WakeList) {
         if cfg!(lockcore_mutant = "no_wake") {
             return; // deliberately broken: releases wake nobody
+        }
+        if self.queue.is_empty() {
+            return;
         }
         let mut ahead = 0u8;
         for q in &self.queue {

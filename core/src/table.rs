@@ -20,7 +20,7 @@ use crate::conflict::{AcquireError, Conflict, Holder, KeyConflict, Waiter};
 use crate::guard::LockSet;
 use crate::metrics::{Counter, Metrics, MetricsSnapshot};
 use crate::mode::{Mode, ModeTable};
-use crate::request::{LockMessage, Owner, Request, RequestError, MAX_KEYS};
+use crate::request::{Item, LockMessage, Request, RequestError, MAX_KEYS};
 use crate::slot::{HeldBy, Slot, SlotState, WakeList};
 use crate::sync::{stat, unique_id, Arc, AtomicU64, MutexGuard, Ordering, RwLock};
 use crate::ticket::{GrantId, TableId, Token};
@@ -44,7 +44,7 @@ const MIN_SWEEP: usize = 64;
 pub(crate) struct Installed {
     grant: GrantId,
     since: Instant,
-    tokens: SmallVec<[Option<Token>; 16]>,
+    tokens: SmallVec<[u64; 16]>,
 }
 
 /// One key of a resolved request.
@@ -52,14 +52,19 @@ pub(crate) struct Entry<K> {
     pub(crate) slot: Arc<Slot<K>>,
     pub(crate) mode: Mode,
     pub(crate) message: Option<LockMessage>,
-    pub(crate) token: Option<Token>,
+    /// The fencing token, or 0 for an unfenced mode (tokens start at 1).
+    pub(crate) token: u64,
 }
 
-/// A validated request: distinct slots sorted by latch order.
-pub(crate) struct Prepared<K> {
-    pub(crate) owner: Owner,
-    pub(crate) entries: SmallVec<[Entry<K>; 16]>,
+impl<K> Entry<K> {
+    pub(crate) fn token(&self) -> Option<Token> {
+        (self.token != 0).then_some(Token(self.token))
+    }
 }
+
+/// A validated request, not yet granted: an unarmed [`LockSet`] (built in place so the
+/// grant does not copy its entries again).
+pub(crate) type Prepared<'t, K> = LockSet<'t, K>;
 
 /// The latches of a prepared request, in the same order as its entries.
 pub(crate) type Latches<'a> = SmallVec<[MutexGuard<'a, SlotState>; 16]>;
@@ -75,7 +80,9 @@ pub(crate) fn notify_all(wake: WakeList) {
 }
 
 struct ShardMap<K> {
-    slots: HashTable<Arc<Slot<K>>>,
+    /// Each slot with its key's full hash beside it, so a probe compares hashes in the table's
+    /// own memory and follows the pointer only for the (almost always single) real match.
+    slots: HashTable<(u64, Arc<Slot<K>>)>,
     /// Sweep idle slots when an insert finds this many.
     sweep_at: usize,
 }
@@ -211,15 +218,15 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     fn slot_for(&self, key: K) -> Arc<Slot<K>> {
         let hash = self.hasher.hash_one(&key);
         let shard = self.shard(hash);
-        if let Some(s) = shard.read().slots.find(hash, |s| s.key == key) {
+        if let Some((_, s)) = shard.read().slots.find(hash, |(h, s)| *h == hash && s.key == key) {
             return Arc::clone(s);
         }
         let mut map = shard.write();
-        if let Some(s) = map.slots.find(hash, |s| s.key == key) {
+        if let Some((_, s)) = map.slots.find(hash, |(h, s)| *h == hash && s.key == key) {
             return Arc::clone(s);
         }
         if map.slots.len() >= map.sweep_at {
-            self.sweep(&mut map);
+            self.sweep(&mut map, false);
         }
         // Relaxed: floors are raised under this shard's write lock, which we hold, and a key
         // always maps to the same shard; the lock orders the raise before this read.
@@ -227,29 +234,33 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         // Relaxed: only uniqueness is needed, and an RMW is atomic in any ordering. A plain
         // std atomic under loom too: creation happens under a shard lock that loom does model.
         let order = self.slot_seq.fetch_add(1, stat::Ordering::Relaxed);
-        let slot = Arc::new(Slot::new(key, hash, order, floor));
-        map.slots.insert_unique(hash, Arc::clone(&slot), |s| s.hash);
+        let slot = Arc::new(Slot::new(key, order, floor));
+        map.slots.insert_unique(hash, (hash, Arc::clone(&slot)), |(h, _)| *h);
         slot
     }
 
     /// The slot of `key`, if the table has one.
     pub(crate) fn find(&self, key: &K) -> Option<Arc<Slot<K>>> {
         let hash = self.hasher.hash_one(key);
-        self.shard(hash).read().slots.find(hash, |s| s.key == *key).map(Arc::clone)
+        self.shard(hash).read().slots.find(hash, |(h, s)| *h == hash && s.key == *key).map(|(_, s)| Arc::clone(s))
     }
 
-    /// Drops idle slots that nothing else references. Returns how many.
-    fn sweep(&self, map: &mut ShardMap<K>) -> usize {
+    /// Drops idle slots that nothing else references, sparing those granted since the last
+    /// sweep unless `all`. Returns how many.
+    fn sweep(&self, map: &mut ShardMap<K>, all: bool) -> usize {
         let before = map.slots.len();
-        map.slots.retain(|s| {
+        map.slots.retain(|(_, s)| {
             // The write lock stops new references from the index; any other reference
             // (a grant, a waiter, a request being prepared) shows in the count.
             if Arc::strong_count(s) > 1 {
                 return true;
             }
-            let st = s.state.lock();
+            let mut st = s.state.lock();
             if !st.is_idle() {
                 return true; // held through a ticket
+            }
+            if std::mem::take(&mut st.recent) && !all {
+                return true; // used since the last sweep: spared once
             }
             // Relaxed: see `slot_for`; the shard lock orders this with later reads.
             self.token_floor.fetch_max(st.last_token, Ordering::Relaxed);
@@ -258,7 +269,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         let len = map.slots.len();
         map.sweep_at = (2 * len).max(MIN_SWEEP);
         if map.slots.capacity() > 4 * map.sweep_at {
-            map.slots.shrink_to(map.sweep_at, |s| s.hash);
+            map.slots.shrink_to(map.sweep_at, |(h, _)| *h);
         }
         before - len
     }
@@ -268,7 +279,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     /// The table also does this by itself, amortized, as new keys arrive; call it to bring the
     /// footprint back to idle size at once.
     pub fn reclaim(&self) -> usize {
-        self.shards.iter().map(|s| self.sweep(&mut s.write())).sum()
+        self.shards.iter().map(|s| self.sweep(&mut s.write(), true)).sum()
     }
 
     /// Keys the table currently stores, idle ones included.
@@ -280,41 +291,53 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     /// so no slot can be added meanwhile.
     pub(crate) fn with_all_slots<R>(&self, f: impl FnOnce(Vec<Arc<Slot<K>>>) -> R) -> R {
         let guards: Vec<_> = self.shards.iter().map(|s| s.read()).collect();
-        let slots = guards.iter().flat_map(|g| g.slots.iter().map(Arc::clone)).collect();
+        let slots = guards.iter().flat_map(|g| g.slots.iter().map(|(_, s)| Arc::clone(s))).collect();
         let r = f(slots);
         drop(guards);
         r
     }
 
     /// Validates `req`, resolves its keys and collapses duplicates.
-    pub(crate) fn prepare(&self, req: Request<K>) -> Result<Prepared<K>, RequestError> {
-        if req.items.is_empty() {
+    #[inline(always)]
+    pub(crate) fn prepare(&self, req: Request<K>) -> Result<Prepared<'_, K>, RequestError> {
+        let Request { owner, items } = req;
+        let mut set = LockSet::unarmed(self, owner);
+        self.resolve(items, &mut set.entries)?;
+        Ok(set)
+    }
+
+    /// Validates a request's items and resolves them, in place, to distinct entries sorted by
+    /// latch order; a key named twice gets the join of its modes and its first message.
+    #[inline(always)]
+    fn resolve(&self, items: SmallVec<[Item<K>; 8]>, entries: &mut SmallVec<[Entry<K>; 16]>) -> Result<(), RequestError> {
+        if items.is_empty() {
             return Err(RequestError::Empty);
         }
-        if req.items.len() > MAX_KEYS {
-            return Err(RequestError::TooManyKeys { len: req.items.len(), max: MAX_KEYS });
+        if items.len() > MAX_KEYS {
+            return Err(RequestError::TooManyKeys { len: items.len(), max: MAX_KEYS });
         }
-        if let Some(bad) = req.items.iter().find(|i| !self.modes.contains(i.mode)) {
+        if let Some(bad) = items.iter().find(|i| !self.modes.contains(i.mode)) {
             return Err(RequestError::UnknownMode(bad.mode));
         }
-        let mut entries: SmallVec<[Entry<K>; 16]> = req
-            .items
-            .into_iter()
-            .map(|i| Entry { slot: self.slot_for(i.key), mode: i.mode, message: i.message, token: None })
-            .collect();
-        // Stable, so the first message given for a key wins; no allocation up to 20 entries.
-        entries.sort_by_key(|e| Slot::latch_order(&e.slot));
-        entries.dedup_by(|later, kept| {
-            if !Arc::ptr_eq(&later.slot, &kept.slot) {
-                return false;
-            }
-            kept.mode = self.modes.join(kept.mode, later.mode);
-            if kept.message.is_none() {
-                kept.message = later.message.take();
-            }
-            true
-        });
-        Ok(Prepared { owner: req.owner, entries })
+        entries.reserve(items.len());
+        for i in items {
+            entries.push(Entry { slot: self.slot_for(i.key), mode: i.mode, message: i.message, token: 0 });
+        }
+        if entries.len() > 1 {
+            // Stable, so the first message given for a key wins; no allocation up to 20 entries.
+            entries.sort_by_key(|e| Slot::latch_order(&e.slot));
+            entries.dedup_by(|later, kept| {
+                if !Arc::ptr_eq(&later.slot, &kept.slot) {
+                    return false;
+                }
+                kept.mode = self.modes.join(kept.mode, later.mode);
+                if kept.message.is_none() {
+                    kept.message = later.message.take();
+                }
+                true
+            });
+        }
+        Ok(())
     }
 
     /// Whether every key can be granted to a request that arrived at `seq` (`None`: now).
@@ -325,7 +348,8 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
 
     /// Installs the grant in every latched slot. The caller drops the latches, then turns the
     /// request into a guard with [`finish`](Self::finish).
-    pub(crate) fn install(&self, latches: &mut Latches<'_>, p: &Prepared<K>) -> Installed {
+    #[inline(always)]
+    pub(crate) fn install(&self, latches: &mut Latches<'_>, p: &Prepared<'_, K>) -> Installed {
         let grant = GrantId(unique_id());
         let since = Instant::now();
         let n_keys = p.entries.len() as u32;
@@ -340,22 +364,23 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
                 token: None,
                 n_keys,
             };
-            tokens.push(st.add_holder(&self.modes, rec));
+            tokens.push(st.add_holder(&self.modes, rec).map_or(0, |t| t.0));
         }
         Installed { grant, since, tokens }
     }
 
-    /// The guard of an installed grant.
-    pub(crate) fn finish(&self, mut p: Prepared<K>, done: Installed) -> LockSet<'_, K> {
+    /// Arms the prepared set with an installed grant.
+    #[inline(always)]
+    pub(crate) fn finish(&self, p: &mut Prepared<'_, K>, done: Installed) {
         for (e, t) in p.entries.iter_mut().zip(done.tokens) {
             e.token = t;
         }
         self.metrics.add(Counter::Grants, 1);
-        LockSet::new(self, done.grant, p.owner, done.since, p.entries)
+        p.arm(done.grant, done.since);
     }
 
     /// Builds the report of why a request that arrived at `seq` cannot be granted.
-    pub(crate) fn conflict(&self, latches: &Latches<'_>, p: &Prepared<K>, seq: Option<u64>) -> Conflict<K> {
+    pub(crate) fn conflict(&self, latches: &Latches<'_>, p: &Prepared<'_, K>, seq: Option<u64>) -> Conflict<K> {
         let modes = &self.modes;
         let mut keys = Vec::new();
         for (st, e) in latches.iter().zip(&p.entries) {
@@ -400,7 +425,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     }
 
     /// Queues a waiter on every latched key and returns its arrival number.
-    pub(crate) fn enqueue(&self, latches: &mut Latches<'_>, p: &Prepared<K>, node: &Arc<crate::wait::WaitNode>) -> u64 {
+    pub(crate) fn enqueue(&self, latches: &mut Latches<'_>, p: &Prepared<'_, K>, node: &Arc<crate::wait::WaitNode>) -> u64 {
         // Relaxed: taken while holding every latch of the request, so for each key the latch
         // orders this number after the numbers of everyone already queued there.
         let seq = self.wait_seq.fetch_add(1, Ordering::Relaxed);
@@ -437,12 +462,13 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     /// assert_eq!(set.len(), 1);
     /// ```
     pub fn try_acquire(&self, req: Request<K>) -> Result<LockSet<'_, K>, AcquireError<K>> {
-        let p = self.prepare(req)?;
+        let mut p = self.prepare(req)?;
         let mut latches = latch(&p.entries);
         if self.all_grantable(&latches, &p.entries, None) {
             let done = self.install(&mut latches, &p);
             drop(latches);
-            return Ok(self.finish(p, done));
+            self.finish(&mut p, done);
+            return Ok(p);
         }
         let c = self.conflict(&latches, &p, None);
         if cfg!(lockcore_mutant = "partial") {

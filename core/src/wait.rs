@@ -78,7 +78,7 @@ impl WaitNode {
 enum Decision<'t, K: Hash + Eq + Clone> {
     Granted(LockSet<'t, K>),
     /// Not yet; the prepared request comes back.
-    Wait(Prepared<K>),
+    Wait(Prepared<'t, K>),
     /// Gave up at the deadline; no longer queued.
     TimedOut(AcquireError<K>),
 }
@@ -86,14 +86,14 @@ enum Decision<'t, K: Hash + Eq + Clone> {
 impl<K: Hash + Eq + Clone> LockTable<K> {
     /// Latches a queued request's keys and grants it if it may go now. Otherwise, if
     /// `timed_out`, gives up its place and returns the conflict; if not, keeps it queued.
-    fn decide_queued(
-        &self,
-        p: Prepared<K>,
+    fn decide_queued<'t>(
+        &'t self,
+        p: Prepared<'t, K>,
         node: &WaitNode,
         seq: u64,
         waker: Option<&Waker>,
         timed_out: bool,
-    ) -> Decision<'_, K> {
+    ) -> Decision<'t, K> {
         let mut latches = latch(&p.entries);
         node.clear();
         if self.all_grantable(&latches, &p.entries, Some(seq)) {
@@ -103,7 +103,9 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             let done = self.install(&mut latches, &p);
             drop(latches);
             self.metrics.record_wait(node.since.elapsed());
-            return Decision::Granted(self.finish(p, done));
+            let mut p = p;
+            self.finish(&mut p, done);
+            return Decision::Granted(p);
         }
         if timed_out {
             let c = self.conflict(&latches, &p, Some(seq));
@@ -123,7 +125,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     }
 
     /// Takes a queued request out of every queue, waking whoever it held up.
-    fn abandon(&self, p: &Prepared<K>, seq: u64) {
+    fn abandon(&self, p: &Prepared<'_, K>, seq: u64) {
         let mut wake = WakeList::new();
         let mut latches = latch(&p.entries);
         self.leave_queue(&mut latches, seq, &mut wake);
@@ -156,12 +158,13 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     pub fn acquire(&self, req: Request<K>, timeout: Duration) -> Result<LockSet<'_, K>, AcquireError<K>> {
         let deadline = Instant::now().checked_add(timeout);
         let expired = || deadline.is_some_and(|d| Instant::now() >= d);
-        let p = self.prepare(req)?;
+        let mut p = self.prepare(req)?;
         let mut latches = latch(&p.entries);
         if self.all_grantable(&latches, &p.entries, None) {
             let done = self.install(&mut latches, &p);
             drop(latches);
-            return Ok(self.finish(p, done));
+            self.finish(&mut p, done);
+            return Ok(p);
         }
         if timeout.is_zero() {
             let c = self.conflict(&latches, &p, None);
@@ -219,10 +222,10 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     }
 }
 
-enum State<K> {
-    Start(Prepared<K>),
+enum State<'t, K: Hash + Eq + Clone> {
+    Start(Prepared<'t, K>),
     Invalid(RequestError),
-    Queued { p: Prepared<K>, node: Arc<WaitNode>, seq: u64 },
+    Queued { p: Prepared<'t, K>, node: Arc<WaitNode>, seq: u64 },
     Done,
 }
 
@@ -230,7 +233,7 @@ enum State<K> {
 #[must_use = "futures do nothing unless polled"]
 pub struct Acquire<'t, K: Hash + Eq + Clone> {
     table: &'t LockTable<K>,
-    state: State<K>,
+    state: State<'t, K>,
 }
 
 impl<'t, K: Hash + Eq + Clone> Future for Acquire<'t, K> {
@@ -241,12 +244,13 @@ impl<'t, K: Hash + Eq + Clone> Future for Acquire<'t, K> {
         let table = this.table;
         match std::mem::replace(&mut this.state, State::Done) {
             State::Invalid(e) => Poll::Ready(Err(AcquireError::Request(e))),
-            State::Start(p) => {
+            State::Start(mut p) => {
                 let mut latches = latch(&p.entries);
                 if table.all_grantable(&latches, &p.entries, None) {
                     let done = table.install(&mut latches, &p);
                     drop(latches);
-                    return Poll::Ready(Ok(table.finish(p, done)));
+                    table.finish(&mut p, done);
+                    return Poll::Ready(Ok(p));
                 }
                 let node = WaitNode::new(p.owner.clone(), Target::Task(cx.waker().clone()));
                 let seq = table.enqueue(&mut latches, &p, &node);
