@@ -1,0 +1,76 @@
+//! lockcore behind the benchmark trait.
+
+use crate::baseline::{Access, Baseline, Lock};
+use lockcore::{LockSet, LockTable, Mode, Owner, Request};
+use std::time::Duration;
+
+thread_local! {
+    /// One owner per thread, made once: requests clone it (an `Arc` increment), as an engine
+    /// whose command ids are already `Owner`s would.
+    static OWNER: Owner = Owner::new(format!("bench-{:?}", std::thread::current().id()));
+}
+
+/// `lockcore::LockTable<u64>` with default settings.
+#[derive(Default)]
+pub struct Lockcore {
+    table: LockTable<u64>,
+}
+
+impl Lockcore {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The table itself.
+    pub fn table(&self) -> &LockTable<u64> {
+        &self.table
+    }
+
+    fn request(locks: &[Lock]) -> Request<u64> {
+        let owner = OWNER.with(Owner::clone);
+        locks.iter().fold(Request::new(owner), |r, l| {
+            let mode = match l.access {
+                Access::Shared => Mode::SHARED,
+                Access::Exclusive => Mode::EXCLUSIVE,
+            };
+            r.lock(l.key, mode, None)
+        })
+    }
+}
+
+impl Baseline for Lockcore {
+    type Held<'a> = LockSet<'a, u64>;
+
+    fn name(&self) -> &'static str {
+        "lockcore"
+    }
+
+    fn try_acquire(&self, locks: &[Lock]) -> Option<LockSet<'_, u64>> {
+        self.table.try_acquire(Self::request(locks)).ok()
+    }
+
+    fn acquire(&self, locks: &[Lock], timeout: Duration) -> Option<LockSet<'_, u64>> {
+        self.table.acquire(Self::request(locks), timeout).ok()
+    }
+
+    fn release(&self, _: &[Lock], held: LockSet<'_, u64>) {
+        drop(held);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::baseline::tests::{check_exclusion, check_semantics};
+
+    #[test]
+    fn lockcore_semantics() {
+        check_semantics(&Lockcore::new());
+    }
+
+    #[test]
+    fn lockcore_exclusion() {
+        check_exclusion(&Lockcore::new());
+    }
+}
