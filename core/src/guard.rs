@@ -86,8 +86,11 @@ impl<'t, K: Hash + Eq + Clone> LockSet<'t, K> {
     /// assert!(table.release(&ticket).is_err()); // released once only
     /// ```
     pub fn into_ticket(mut self) -> Ticket<K> {
-        let locks =
-            self.entries.iter().map(|e| TicketLock { key: e.slot.key.clone(), mode: e.mode, token: e.token() }).collect();
+        let locks = self
+            .entries
+            .iter()
+            .map(|e| TicketLock { key: e.slot.key.clone(), mode: e.mode, token: e.token() })
+            .collect();
         self.entries.clear();
         Ticket { table: self.table.id(), grant: self.grant, owner: self.owner.clone(), locks }
     }

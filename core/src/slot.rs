@@ -78,7 +78,14 @@ pub(crate) type WakeList = SmallVec<[Arc<WaitNode>; 4]>;
 
 impl SlotState {
     fn new(token_floor: u64) -> Self {
-        Self { counts: [0; MAX_MODES], held: 0, holders: Vec::new(), queue: VecDeque::new(), last_token: token_floor, recent: false }
+        Self {
+            counts: [0; MAX_MODES],
+            held: 0,
+            holders: Vec::new(),
+            queue: VecDeque::new(),
+            last_token: token_floor,
+            recent: false,
+        }
     }
 
     /// Nobody holds or waits: the slot may be reclaimed.

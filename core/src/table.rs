@@ -309,7 +309,11 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     /// Validates a request's items and resolves them, in place, to distinct entries sorted by
     /// latch order; a key named twice gets the join of its modes and its first message.
     #[inline(always)]
-    fn resolve(&self, items: SmallVec<[Item<K>; 8]>, entries: &mut SmallVec<[Entry<K>; 16]>) -> Result<(), RequestError> {
+    fn resolve(
+        &self,
+        items: SmallVec<[Item<K>; 8]>,
+        entries: &mut SmallVec<[Entry<K>; 16]>,
+    ) -> Result<(), RequestError> {
         if items.is_empty() {
             return Err(RequestError::Empty);
         }
@@ -425,7 +429,12 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     }
 
     /// Queues a waiter on every latched key and returns its arrival number.
-    pub(crate) fn enqueue(&self, latches: &mut Latches<'_>, p: &Prepared<'_, K>, node: &Arc<crate::wait::WaitNode>) -> u64 {
+    pub(crate) fn enqueue(
+        &self,
+        latches: &mut Latches<'_>,
+        p: &Prepared<'_, K>,
+        node: &Arc<crate::wait::WaitNode>,
+    ) -> u64 {
         // Relaxed: taken while holding every latch of the request, so for each key the latch
         // orders this number after the numbers of everyone already queued there.
         let seq = self.wait_seq.fetch_add(1, Ordering::Relaxed);
