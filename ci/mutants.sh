@@ -12,36 +12,49 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 survivors=0
 
-# expect_caught MUTANT DESCRIPTION COMMAND...: the command must fail when built with MUTANT.
+# expect_caught MUTANT DESCRIPTION test|loom CARGO-TEST-ARGS...: the tests must FAIL when built with
+# MUTANT, and fail as tests (a panic, a failed test or a loom deadlock), not because of a build
+# error: a checker that cannot even build proves nothing.
 expect_caught() {
-  local mutant=$1 what=$2
-  shift 2
+  local mutant=$1 what=$2 kind=$3
+  shift 3
   local log
   log=$(mktemp)
-  if LOCKCORE_MUTANT=$mutant timeout 600 "$@" >"$log" 2>&1; then
-    echo "SURVIVED: mutant $mutant passed $what"
-    tail -20 "$log"
-    survivors=$((survivors + 1))
+  local status=0
+  if [ "$kind" = loom ]; then
+    LOCKCORE_MUTANT=$mutant RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 CARGO_TARGET_DIR=target/loom-mutant \
+      timeout 600 cargo test -p lockcore --release --test loom "$@" >"$log" 2>&1 || status=$?
   else
+    LOCKCORE_MUTANT=$mutant CARGO_TARGET_DIR=target/mutant \
+      timeout 600 cargo test -p lockcore "$@" >"$log" 2>&1 || status=$?
+  fi
+  if [ "$status" -eq 0 ]; then
+    echo "SURVIVED: mutant $mutant passed $what"
+    survivors=$((survivors + 1))
+  elif grep -qE "test result: FAILED|panicked at|deadlock" "$log"; then
     local why
-    why=$(grep -m1 -E "panicked at|deadlock|FAILED|error:" "$log" | cut -c1-140)
-    echo "caught:   mutant $mutant by $what (${why:-exit status non-zero})"
+    why=$(grep -m1 -E "panicked at|deadlock|Test failed|assertion" "$log" | cut -c1-150)
+    echo "caught:   mutant $mutant by $what: ${why:-a test failed}"
+  elif [ "$status" -eq 124 ]; then
+    echo "caught:   mutant $mutant by $what: hung until the 600 s timeout"
+  else
+    echo "ERROR:    mutant $mutant with $what failed without a test failing (build error?):"
+    tail -15 "$log"
+    survivors=$((survivors + 1))
   fi
   rm -f "$log"
 }
 
-t() { CARGO_TARGET_DIR=target/mutant cargo test -p lockcore "$@"; }
-l() { RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 CARGO_TARGET_DIR=target/loom-mutant cargo test -p lockcore --release --test loom "$@"; }
-
-expect_caught grant_all "the stress test's shadow checker" t --test stress
-expect_caught grant_all "the proptest oracle"              t --test oracle
-expect_caught grant_all "loom: opposite-order batches"     l opposite_orders_exclude_and_finish
-expect_caught partial   "the proptest oracle"              t --test oracle
-expect_caught partial   "loom: refused request keeps none" l refused_request_leaves_no_keys
-expect_caught barging   "the API fairness tests"           t --test api
-expect_caught barging   "the proptest oracle"              t --test oracle
-expect_caught no_wake   "loom: release wakes a parked waiter" l guard_release_wakes_parked_waiter
-expect_caught no_wake   "the stress test"                  t --test stress
+expect_caught grant_all "the stress test's shadow checker"      test --test stress
+expect_caught grant_all "the proptest oracle"                   test --test oracle
+expect_caught grant_all "loom: opposite-order batches"          loom opposite_orders_exclude_and_finish
+expect_caught partial   "the proptest oracle"                   test --test oracle
+expect_caught partial   "loom: a refused request keeps no key"  loom refused_request_leaves_no_keys
+expect_caught barging   "the API fairness tests"                test --test api
+expect_caught barging   "the proptest oracle"                   test --test oracle
+expect_caught no_wake   "loom: a release wakes a parked waiter" loom guard_release_wakes_parked_waiter
+expect_caught no_wake   "the proptest oracle"                   test --test oracle
+expect_caught no_wake   "the stress test"                       test --test stress
 
 if [ "$survivors" -ne 0 ]; then
   echo "$survivors mutant run(s) survived: a checker cannot see the bug it exists for"
