@@ -1,0 +1,96 @@
+//! The acquire path allocates nothing for a granted request of up to 16 keys that are already
+//! in the table (docs/design.md, section 9), counted with a counting global allocator.
+//!
+//! A test binary of its own, so that its allocator counts only this test's threads.
+
+use lockcore::{LockMessage, LockTable, Owner, Request};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged, so `System`'s
+// guarantees carry over; the counter is a thread-local `Cell`, which does not allocate.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: forwarded as is; the caller upholds `GlobalAlloc::alloc`'s contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` was allocated by `System` (through `alloc` above) with `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: forwarded as is; the caller upholds `GlobalAlloc::realloc`'s contract.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}
+
+fn request(owner: &Owner, keys: std::ops::Range<u64>, message: &LockMessage) -> Request<u64> {
+    keys.fold(
+        Request::new(owner.clone()),
+        |r, k| {
+            if k % 2 == 0 {
+                r.exclusive_with(k, message.clone())
+            } else {
+                r.shared(k)
+            }
+        },
+    )
+}
+
+#[test]
+fn granted_requests_of_up_to_16_warm_keys_allocate_nothing() {
+    let table: LockTable<u64> = LockTable::new();
+    let owner = Owner::new("cmd");
+    let message = LockMessage::new("busy");
+    for n in [1u64, 8, 16] {
+        // Warm up: the keys' slots exist and their holder lists have capacity.
+        for _ in 0..3 {
+            drop(table.try_acquire(request(&owner, 0..n, &message)).unwrap());
+            drop(table.acquire(request(&owner, 0..n, &message), std::time::Duration::from_secs(1)).unwrap());
+        }
+        for round in 0..100 {
+            let (a, b) = (request(&owner, 0..n, &message), request(&owner, 0..n, &message));
+            let before = allocations();
+            let set = table.try_acquire(a).unwrap();
+            drop(set);
+            let set = table.acquire(b, std::time::Duration::from_secs(1)).unwrap();
+            let tokens: u64 = set.locks().filter_map(|(_, _, t)| t).map(|t| t.0).sum();
+            drop(set);
+            let after = allocations();
+            assert!(tokens > 0);
+            assert_eq!(after - before, 0, "{n} keys, round {round}: the acquire path allocated");
+        }
+    }
+}
+
+#[test]
+fn the_counter_sees_allocations() {
+    // The check above would pass vacuously if the allocator counted nothing.
+    let before = allocations();
+    let v: Vec<u64> = Vec::with_capacity(32);
+    assert!(allocations() > before);
+    drop(v);
+    // And a request for a key new to the table does allocate (its slot).
+    let table: LockTable<u64> = LockTable::new();
+    let r = Request::new("cmd").exclusive(12345);
+    let before = allocations();
+    drop(table.try_acquire(r).unwrap());
+    assert!(allocations() > before);
+}
