@@ -112,7 +112,9 @@ impl ModeTable {
     /// let t = ModeTable::multi_granularity();
     /// assert!(t.compatible(Mode::INTENTION_EXCLUSIVE, Mode::INTENTION_SHARED));
     /// assert!(!t.compatible(Mode::INTENTION_EXCLUSIVE, Mode::SHARED));
-    /// assert_eq!(t.join(Mode::INTENTION_EXCLUSIVE, Mode::SHARED), Mode::SHARED_INTENTION_EXCLUSIVE);
+    /// assert_eq!(t.join(Mode::INTENTION_EXCLUSIVE, Mode::SHARED), Some(Mode::SHARED_INTENTION_EXCLUSIVE));
+    /// assert_eq!(t.join(Mode::SHARED, lockcore::Mode(9)), None);
+    /// assert!(!t.compatible(Mode::SHARED, lockcore::Mode(200)));
     /// ```
     pub fn multi_granularity() -> Self {
         const T: bool = true;
@@ -191,9 +193,10 @@ impl ModeTable {
         mode.index() < self.names.len()
     }
 
-    /// Whether `a` and `b` may be held on one key together.
+    /// Whether `a` and `b` may be held on one key together (false if either is not a mode
+    /// of this table).
     pub fn compatible(&self, a: Mode, b: Mode) -> bool {
-        self.compat[a.index()] & b.bit() != 0
+        self.contains(a) && self.contains(b) && self.compat[a.index()] & b.bit() != 0
     }
 
     /// Whether `mode` may be held beside every mode in the set `held` (a bit per mode).
@@ -209,8 +212,15 @@ impl ModeTable {
         (0..self.names.len()).all(|m| self.compat[m] & held != held)
     }
 
-    /// The weakest mode at least as strong as both (shared + exclusive = exclusive).
-    pub fn join(&self, a: Mode, b: Mode) -> Mode {
+    /// The weakest mode at least as strong as both (shared + exclusive = exclusive), or `None`
+    /// if either is not a mode of this table.
+    pub fn join(&self, a: Mode, b: Mode) -> Option<Mode> {
+        (self.contains(a) && self.contains(b)).then(|| self.join_known(a, b))
+    }
+
+    /// [`join`](Self::join) for modes already checked with [`contains`](Self::contains).
+    #[inline]
+    pub(crate) fn join_known(&self, a: Mode, b: Mode) -> Mode {
         Mode(self.join[a.index()][b.index()])
     }
 
@@ -231,8 +241,8 @@ mod tests {
         assert!(t.compatible(Mode::SHARED, Mode::SHARED));
         assert!(!t.compatible(Mode::SHARED, Mode::EXCLUSIVE));
         assert!(!t.compatible(Mode::EXCLUSIVE, Mode::EXCLUSIVE));
-        assert_eq!(t.join(Mode::SHARED, Mode::EXCLUSIVE), Mode::EXCLUSIVE);
-        assert_eq!(t.join(Mode::SHARED, Mode::SHARED), Mode::SHARED);
+        assert_eq!(t.join(Mode::SHARED, Mode::EXCLUSIVE), Some(Mode::EXCLUSIVE));
+        assert_eq!(t.join(Mode::SHARED, Mode::SHARED), Some(Mode::SHARED));
         assert!(t.is_fenced(Mode::EXCLUSIVE) && !t.is_fenced(Mode::SHARED));
         assert!(t.compatible_with_set(Mode::SHARED, Mode::SHARED.bit()));
         assert!(!t.compatible_with_set(Mode::SHARED, Mode::SHARED.bit() | Mode::EXCLUSIVE.bit()));
@@ -242,9 +252,9 @@ mod tests {
     #[test]
     fn multi_granularity_joins() {
         let t = ModeTable::multi_granularity();
-        assert_eq!(t.join(Mode::INTENTION_SHARED, Mode::INTENTION_EXCLUSIVE), Mode::INTENTION_EXCLUSIVE);
-        assert_eq!(t.join(Mode::SHARED, Mode::INTENTION_EXCLUSIVE), Mode::SHARED_INTENTION_EXCLUSIVE);
-        assert_eq!(t.join(Mode::SHARED_INTENTION_EXCLUSIVE, Mode::EXCLUSIVE), Mode::EXCLUSIVE);
+        assert_eq!(t.join(Mode::INTENTION_SHARED, Mode::INTENTION_EXCLUSIVE), Some(Mode::INTENTION_EXCLUSIVE));
+        assert_eq!(t.join(Mode::SHARED, Mode::INTENTION_EXCLUSIVE), Some(Mode::SHARED_INTENTION_EXCLUSIVE));
+        assert_eq!(t.join(Mode::SHARED_INTENTION_EXCLUSIVE, Mode::EXCLUSIVE), Some(Mode::EXCLUSIVE));
         assert!(t.is_fenced(Mode::SHARED_INTENTION_EXCLUSIVE));
         assert!(!t.is_fenced(Mode::INTENTION_EXCLUSIVE));
     }

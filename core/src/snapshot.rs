@@ -91,7 +91,9 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
 
     /// The owners that `owner`'s waiting requests wait for: holders of their keys in an
     /// incompatible mode, and incompatible requests queued ahead of them
-    /// (`pg_blocking_pids`). Empty if `owner` is not waiting.
+    /// (`pg_blocking_pids`). Empty if `owner` is not waiting. Like `pg_blocking_pids`, it
+    /// leaves `owner` itself out, although on this table (which is not re-entrant) an owner can
+    /// wait for its own grant; [`Conflict::blockers`](crate::Conflict::blockers) does name it.
     pub fn blockers(&self, owner: &Owner) -> Vec<Owner> {
         let snap = self.snapshot();
         let mut out: Vec<Owner> = Vec::new();

@@ -334,7 +334,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
                 if !Arc::ptr_eq(&later.slot, &kept.slot) {
                     return false;
                 }
-                kept.mode = self.modes.join(kept.mode, later.mode);
+                kept.mode = self.modes.join_known(kept.mode, later.mode);
                 if kept.message.is_none() {
                     kept.message = later.message.take();
                 }
