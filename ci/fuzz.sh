@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Fuzzes lockcore with cargo-fuzz (libFuzzer, nightly, AddressSanitizer) for a fixed time.
+#
+# Usage: ci/fuzz.sh TARGET|all SECONDS
+#
+#   table_ops      one thread, every result compared with a sequential oracle
+#   table_threads  2-3 threads, shadow invariant checker, no barging, no lost wake-ups
+#
+# The corpus lives in fuzz/corpus/TARGET (not in git); the seeds committed in
+# fuzz/seeds/TARGET are copied into it first. Crashing inputs are written to
+# fuzz/artifacts/TARGET; reproduce one with
+#   cargo +nightly fuzz run --debug-assertions TARGET fuzz/artifacts/TARGET/crash-...
+# and read it with `cargo +nightly fuzz fmt TARGET FILE`.
+# LOCKCORE_MUTANT=NAME (core/build.rs) fuzzes a deliberately broken core; the next plain run
+# rebuilds the real one. Extra libFuzzer flags: FUZZ_ARGS="-jobs=2 ...".
+#
+# The very last line is `target=T execs=N crashes=C` (for `all`: one line per target, then
+# `target=all ...` with the totals); the exit status is non-zero if anything crashed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+usage() {
+  echo "usage: ci/fuzz.sh TARGET|all SECONDS" >&2
+  exit 2
+}
+[ $# -eq 2 ] || usage
+what=$1
+secs=$2
+[[ $secs =~ ^[1-9][0-9]*$ ]] || usage
+
+# cargo-fuzz needs a nightly toolchain (-Zsanitizer, libFuzzer's coverage instrumentation).
+have_nightly() {
+  if command -v rustup >/dev/null 2>&1; then
+    rustup toolchain list 2>/dev/null | grep -q '^nightly'
+  else
+    cargo +nightly --version >/dev/null 2>&1
+  fi
+}
+if ! have_nightly; then
+  echo "ci/fuzz.sh: no nightly Rust toolchain is installed, and cargo-fuzz needs one." >&2
+  echo "ci/fuzz.sh: install it with \`rustup toolchain install nightly\`, then run this again." >&2
+  exit 1
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "ci/fuzz.sh: installing cargo-fuzz"
+  cargo install cargo-fuzz --locked
+fi
+# A build attempted with the stable toolchain first leaves a rustc cache that confuses the
+# nightly one (docs: TOOLING.md).
+if [ -f fuzz/target/.rustc_info.json ] && ! grep -q nightly fuzz/target/.rustc_info.json; then
+  rm -f fuzz/target/.rustc_info.json
+fi
+
+# Release build with debug assertions (the core has debug_assert!s); ASan is cargo-fuzz's default.
+build_flags=(--release --debug-assertions)
+# -timeout: an input that runs this long is a hang (a self-deadlock, a lost wake-up without
+# a deadline); every input normally takes well under 100 ms.
+libfuzzer_flags() {
+  local flags=(-max_total_time="$secs" -print_final_stats=1 -timeout=10)
+  # shellcheck disable=SC2206 # word splitting intended
+  flags+=(${FUZZ_ARGS:-})
+  printf '%s\n' "${flags[@]}"
+}
+
+mapfile -t all_targets < <(cargo +nightly fuzz list)
+if [ "$what" = all ]; then
+  targets=("${all_targets[@]}")
+else
+  if ! printf '%s\n' "${all_targets[@]}" | grep -qx -- "$what"; then
+    echo "ci/fuzz.sh: no fuzz target '$what'; targets: all ${all_targets[*]}" >&2
+    exit 2
+  fi
+  targets=("$what")
+fi
+if [ -n "${LOCKCORE_MUTANT:-}" ]; then
+  echo "ci/fuzz.sh: LOCKCORE_MUTANT=$LOCKCORE_MUTANT: fuzzing a deliberately broken core"
+fi
+
+results=()
+total_execs=0
+total_crashes=0
+for t in "${targets[@]}"; do
+  echo "== fuzz $t for $secs s"
+  cargo +nightly fuzz build "${build_flags[@]}" "$t"
+
+  corpus=fuzz/corpus/$t
+  artifacts=fuzz/artifacts/$t
+  mkdir -p "$corpus" "$artifacts"
+  if [ -d "fuzz/seeds/$t" ]; then
+    for f in "fuzz/seeds/$t"/*; do
+      [ -f "$f" ] || continue
+      [ -e "$corpus/$(basename "$f")" ] || cp "$f" "$corpus/"
+    done
+  fi
+
+  log=$(mktemp)
+  stamp=$(mktemp)
+  mapfile -t flags < <(libfuzzer_flags)
+  start=$SECONDS
+  set +e
+  cargo +nightly fuzz run "${build_flags[@]}" "$t" "$corpus" -- "${flags[@]}" 2>&1 | tee "$log"
+  status=${PIPESTATUS[0]}
+  set -e
+  elapsed=$((SECONDS - start))
+
+  # libFuzzer prints its final stats (-print_final_stats=1) on a clean exit and on a crash;
+  # if they are missing, fall back to the last status line (#N ...).
+  execs=$(sed -n 's/^stat::number_of_executed_units: *\([0-9][0-9]*\).*/\1/p' "$log" | tail -1)
+  if [ -z "$execs" ]; then
+    execs=$(sed -n 's/^#\([0-9][0-9]*\)[[:space:]].*/\1/p' "$log" | tail -1)
+  fi
+  execs=${execs:-0}
+  crashes=$(find "$artifacts" -maxdepth 1 -type f -newer "$stamp" \
+    \( -name 'crash-*' -o -name 'leak-*' -o -name 'timeout-*' -o -name 'oom-*' \) | wc -l)
+  if [ "$status" -ne 0 ] && [ "$crashes" -eq 0 ]; then
+    crashes=1 # died without writing an input (a crash in startup, say)
+  fi
+  rm -f "$log" "$stamp"
+
+  echo "ci/fuzz.sh: $t: $execs execs in ${elapsed} s ($((execs / (elapsed > 0 ? elapsed : 1))) execs/s), $crashes crash(es)"
+  if [ "$crashes" -ne 0 ]; then
+    echo "ci/fuzz.sh: $t: crashing inputs are in $artifacts/ (newest first):"
+    ls -t "$artifacts" | head -5 | sed 's/^/  /'
+  fi
+  results+=("target=$t execs=$execs crashes=$crashes")
+  total_execs=$((total_execs + execs))
+  total_crashes=$((total_crashes + crashes))
+  if [ "$what" = all ]; then
+    echo "target=$t execs=$execs crashes=$crashes"
+  fi
+done
+
+if [ "$what" = all ]; then
+  echo "== summary"
+  printf '%s\n' "${results[@]}"
+  echo "target=all execs=$total_execs crashes=$total_crashes"
+else
+  echo "${results[0]}"
+fi
+[ "$total_crashes" -eq 0 ]
