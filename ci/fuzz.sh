@@ -7,12 +7,14 @@
 #   table_threads  2-3 threads, shadow invariant checker, no barging, no lost wake-ups
 #
 # The corpus lives in fuzz/corpus/TARGET (not in git); the seeds committed in
-# fuzz/seeds/TARGET are copied into it first. Crashing inputs are written to
-# fuzz/artifacts/TARGET; reproduce one with
-#   cargo +nightly fuzz run --debug-assertions TARGET fuzz/artifacts/TARGET/crash-...
-# and read it with `cargo +nightly fuzz fmt TARGET FILE`.
-# LOCKCORE_MUTANT=NAME (core/build.rs) fuzzes a deliberately broken core; the next plain run
-# rebuilds the real one. Extra libFuzzer flags: FUZZ_ARGS="-jobs=2 ...".
+# fuzz/seeds/TARGET (one small input per deliberately broken core, each caught within a few
+# executions) are copied into it first. Crashing inputs are written to fuzz/artifacts/TARGET;
+# reproduce one with
+#   cargo +nightly fuzz run --release --debug-assertions TARGET fuzz/artifacts/TARGET/crash-...
+# and read it with `cargo +nightly fuzz fmt --release --debug-assertions TARGET FILE`.
+# LOCKCORE_MUTANT=NAME (core/build.rs) fuzzes a deliberately broken core, with its crashing
+# inputs in fuzz/artifacts/TARGET/mutant-NAME; the next plain run rebuilds the real core.
+# Extra libFuzzer flags: FUZZ_ARGS="-seed=1 ...".
 #
 # The very last line is `target=T execs=N crashes=C` (for `all`: one line per target, then
 # `target=all ...` with the totals); the exit status is non-zero if anything crashed.
@@ -85,7 +87,7 @@ for t in "${targets[@]}"; do
   cargo +nightly fuzz build "${build_flags[@]}" "$t"
 
   corpus=fuzz/corpus/$t
-  artifacts=fuzz/artifacts/$t
+  artifacts=fuzz/artifacts/$t${LOCKCORE_MUTANT:+/mutant-$LOCKCORE_MUTANT}
   mkdir -p "$corpus" "$artifacts"
   if [ -d "fuzz/seeds/$t" ]; then
     for f in "fuzz/seeds/$t"/*; do
@@ -99,7 +101,8 @@ for t in "${targets[@]}"; do
   mapfile -t flags < <(libfuzzer_flags)
   start=$SECONDS
   set +e
-  cargo +nightly fuzz run "${build_flags[@]}" "$t" "$corpus" -- "${flags[@]}" 2>&1 | tee "$log"
+  cargo +nightly fuzz run "${build_flags[@]}" "$t" "$corpus" -- \
+    -artifact_prefix="$PWD/$artifacts/" "${flags[@]}" 2>&1 | tee "$log"
   status=${PIPESTATUS[0]}
   set -e
   elapsed=$((SECONDS - start))
@@ -111,18 +114,22 @@ for t in "${targets[@]}"; do
     execs=$(sed -n 's/^#\([0-9][0-9]*\)[[:space:]].*/\1/p' "$log" | tail -1)
   fi
   execs=${execs:-0}
-  crashes=$(find "$artifacts" -maxdepth 1 -type f -newer "$stamp" \
-    \( -name 'crash-*' -o -name 'leak-*' -o -name 'timeout-*' -o -name 'oom-*' \) | wc -l)
+  rate=$(sed -n 's/^stat::average_exec_per_sec: *\([0-9][0-9]*\).*/\1/p' "$log" | tail -1)
+  if [ -z "$rate" ] || [ "$rate" -eq 0 ]; then
+    rate=$((execs / (elapsed > 0 ? elapsed : 1)))
+  fi
+  mapfile -t new_inputs < <(find "$artifacts" -maxdepth 1 -type f -newer "$stamp" \
+    \( -name 'crash-*' -o -name 'leak-*' -o -name 'timeout-*' -o -name 'oom-*' \))
+  crashes=${#new_inputs[@]}
   if [ "$status" -ne 0 ] && [ "$crashes" -eq 0 ]; then
     crashes=1 # died without writing an input (a crash in startup, say)
   fi
   rm -f "$log" "$stamp"
 
-  echo "ci/fuzz.sh: $t: $execs execs in ${elapsed} s ($((execs / (elapsed > 0 ? elapsed : 1))) execs/s), $crashes crash(es)"
-  if [ "$crashes" -ne 0 ]; then
-    echo "ci/fuzz.sh: $t: crashing inputs are in $artifacts/ (newest first):"
-    ls -t "$artifacts" | head -5 | sed 's/^/  /'
-  fi
+  echo "ci/fuzz.sh: $t: $execs execs in ${elapsed} s ($rate execs/s), $crashes crash(es)"
+  for f in "${new_inputs[@]}"; do
+    echo "ci/fuzz.sh: $t: crashing input $f"
+  done
   results+=("target=$t execs=$execs crashes=$crashes")
   total_execs=$((total_execs + execs))
   total_crashes=$((total_crashes + crashes))
