@@ -1322,6 +1322,9 @@ fn run_within(secs: u64, fam: &'static Family, ops: Vec<Op>) {
     std::thread::spawn(move || {
         let _ = tx.send(run(fam, &ops).map_err(|e| e.to_string()));
     });
+    // Miri runs thousands of times slower than native code: there the watchdog only guards
+    // against a real hang, not a slow run.
+    let secs = if cfg!(miri) { secs * 120 } else { secs };
     match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
         Ok(result) => result.unwrap_or_else(|e| panic!("{e}")),
         Err(_) => panic!("the run did not finish within {secs} s: the table hangs (the thread is left blocked)"),
