@@ -89,7 +89,7 @@ impl<'t, K: Hash + Eq + Clone> LockSet<'t, K> {
         let locks = self
             .entries
             .iter()
-            .map(|e| TicketLock { key: e.slot.key.clone(), mode: e.mode, token: e.token() })
+            .map(|e| TicketLock { key: e.slot.key.clone(), mode: e.mode, token: e.token(), message: e.message.clone() })
             .collect();
         self.entries.clear();
         Ticket { table: self.table.id(), grant: self.grant, owner: self.owner.clone(), locks }

@@ -126,7 +126,18 @@ pub struct Builder {
     token_floor: u64,
 }
 
+impl Default for Builder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Builder {
+    /// Default settings: shared/exclusive modes, 64 shards, tokens from 1.
+    pub fn new() -> Self {
+        Builder { modes: ModeTable::default(), shards: 64, token_floor: 0 }
+    }
+
     /// The lock modes and their compatibility (default: shared/exclusive).
     pub fn modes(mut self, modes: ModeTable) -> Self {
         self.modes = modes;
@@ -189,7 +200,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
 
     /// A builder for other settings.
     pub fn builder() -> Builder {
-        Builder { modes: ModeTable::default(), shards: 64, token_floor: 0 }
+        Builder::new()
     }
 
     /// This table's id (tickets carry it).

@@ -1,7 +1,7 @@
 //! Grants kept past their scope: tickets, grant ids, fencing tokens and release errors.
 
 use crate::mode::Mode;
-use crate::request::Owner;
+use crate::request::{LockMessage, Owner};
 use std::fmt;
 
 /// Identifies one granted request in one table. Release is checked against it, never by key.
@@ -34,6 +34,10 @@ pub struct TicketLock<K> {
     pub mode: Mode,
     /// Its fencing token, for fenced (exclusive) modes.
     pub token: Option<Token>,
+    /// The message others see when they conflict with it, so a kept ticket can be journaled and
+    /// re-taken after a restart with the same explanation. Not compared on release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<LockMessage>,
 }
 
 /// A grant kept past the scope that took it: plain data that can be stored or sent.

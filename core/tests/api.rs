@@ -733,7 +733,7 @@ fn an_altered_ticket_is_refused_and_releases_nothing() {
     let mut owner_changed = ticket.clone();
     owner_changed.owner = owner("B");
     let mut key_added = ticket.clone();
-    key_added.locks.push(lockcore::TicketLock { key: "c", mode: Mode::SHARED, token: None });
+    key_added.locks.push(lockcore::TicketLock { key: "c", mode: Mode::SHARED, token: None, message: None });
     let mut key_renamed = ticket.clone();
     key_renamed.locks[0].key = "zzz";
     let _other = t.try_acquire(Request::new("O").shared("c")).unwrap();

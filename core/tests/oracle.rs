@@ -996,7 +996,7 @@ impl<'t> Harness<'t> {
             Tamper::ExtraKey(k) => {
                 let absent: Vec<u8> = (0..KEYS).filter(|k| t.locks.iter().all(|l| l.key != *k)).collect();
                 let key = absent[pick_in(k, absent.len())];
-                t.locks.push(TicketLock { key, mode: S, token: None });
+                t.locks.push(TicketLock { key, mode: S, token: None, message: None });
             }
             Tamper::DuplicateKey => {
                 let first = t.locks[0].clone();
@@ -1006,7 +1006,7 @@ impl<'t> Harness<'t> {
             Tamper::OtherKeys => {
                 let n = t.locks.len();
                 let absent = (0..KEYS).filter(|k| t.locks.iter().all(|l| l.key != *k));
-                t.locks = absent.take(n).map(|key| TicketLock { key, mode: S, token: None }).collect();
+                t.locks = absent.take(n).map(|key| TicketLock { key, mode: S, token: None, message: None }).collect();
             }
         }
         let live = self.model.grants.contains_key(&t.grant);

@@ -614,7 +614,7 @@ impl<'t> Harness<'t> {
                         }
                     }
                     Tamper::ExtraKey(k) => {
-                        t.locks.push(TicketLock { key: k % KEYS, mode: S, token: None });
+                        t.locks.push(TicketLock { key: k % KEYS, mode: S, token: None, message: None });
                     }
                     Tamper::DuplicateKey => {
                         if let Some(l) = t.locks.first().cloned() {
