@@ -7,6 +7,8 @@
 #   partial    a refused try_acquire keeps the keys that were free (all-or-nothing broken)
 #   barging    new requests ignore queued waiters (fairness broken)
 #   no_wake    releases wake nobody (lost wake-ups)
+#   skip_keep_record     Durable::keep acknowledges a ticket it never journaled (lost locks)
+#   skip_release_record  Durable::end releases without journaling it (stale locks after a restart)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -21,7 +23,15 @@ expect_caught() {
   local log
   log=$(mktemp)
   local status=0
-  if [ "$kind" = loom ]; then
+  if [ "$kind" = crashtest ]; then
+    LOCKCORE_MUTANT=$mutant CARGO_TARGET_DIR=target/mutant \
+      timeout 600 cargo run -q -p lockcore-cli -- crashtest "$@" >"$log" 2>&1 || status=$?
+    # The harness reports, and fails on, what it found: turn that into the verdict below.
+    grep -qE "(lost|stale|unreadable)=[1-9]" "$log" && echo "panicked at: $(tail -1 "$log")" >>"$log"
+  elif [ "$kind" = journal ]; then
+    LOCKCORE_MUTANT=$mutant CARGO_TARGET_DIR=target/mutant \
+      timeout 600 cargo test -p lockcore-journal "$@" >"$log" 2>&1 || status=$?
+  elif [ "$kind" = loom ]; then
     LOCKCORE_MUTANT=$mutant RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 CARGO_TARGET_DIR=target/loom-mutant \
       timeout 600 cargo test -p lockcore --release --test loom "$@" >"$log" 2>&1 || status=$?
   else
@@ -55,6 +65,10 @@ expect_caught barging   "the proptest oracle"                   test --test orac
 expect_caught no_wake   "loom: a release wakes a parked waiter" loom guard_release_wakes_parked_waiter
 expect_caught no_wake   "the proptest oracle"                   test --test oracle
 expect_caught no_wake   "the stress test"                       test --test stress
+expect_caught skip_keep_record    "the crash test"              crashtest --kills 40
+expect_caught skip_keep_record    "the recovery tests"          journal --test recovery
+expect_caught skip_release_record "the crash test"              crashtest --kills 40
+expect_caught skip_release_record "the recovery tests"          journal --test recovery
 
 if [ "$survivors" -ne 0 ]; then
   echo "$survivors mutant run(s) survived: a checker cannot see the bug it exists for"

@@ -15,6 +15,7 @@ step "rustdoc";       RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 step "loom";          ci/loom.sh
 step "mutants";       ci/mutants.sh
 step "demo";          cargo run --release --quiet -p lockcore-cli -- demo --seconds 2
+step "crash test";    cargo run --release --quiet -p lockcore-cli -- crashtest --kills 200
 step "footprint";     cargo run --release --quiet -p lockcore-cli -- footprint --keys 10000000
 step "miri";          ci/miri.sh
 # table_threads is left out of CI for now: its lost-wake-up check waits a fixed 100 ms grace,

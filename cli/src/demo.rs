@@ -6,27 +6,11 @@
 //! for a short "async task" and releases it at its end-action. The demo then prints what the
 //! table did and checks that it ends empty.
 
+use crate::rng::Rng;
 use crate::Options;
 use lockcore::{AcquireError, LockMessage, LockTable, Request};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-/// A small, fast, deterministic generator (splitmix64), so runs are repeatable per thread.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 #[derive(Default)]
 struct Tally {

@@ -3,11 +3,15 @@
 //! - `lockcore demo [--threads N] [--keys K] [--batch B] [--seconds S]`: the table under
 //!   contention, printing what it did;
 //! - `lockcore footprint [--keys N]`: acquires and releases N distinct keys and shows the table's
-//!   size and the process's memory returning to idle.
+//!   size and the process's memory returning to idle;
+//! - `lockcore crashtest [--kills N]`: kills a process that keeps durable tickets, recovers
+//!   after each kill and checks that nothing is lost or stale.
 #![forbid(unsafe_code)]
 
+mod crashtest;
 mod demo;
 mod footprint;
+mod rng;
 
 use std::process::ExitCode;
 
@@ -18,6 +22,10 @@ commands:
               --threads N (4)  --keys K (64)  --batch B (4)  --seconds S (3)  --write-pct P (30)
   footprint   acquire and release N distinct keys; show that memory returns to idle
               --keys N (10000000)
+  crashtest   SIGKILL a process that keeps and ends durable tickets, recover after each kill,
+              and check that nothing acknowledged is lost and nothing ended comes back
+              --kills N (200)  --seed S  --dir D (a temporary directory)  --max-delay-ms M (25)
+              last line: kills=N lost=L stale=S unreadable=U
   help        print this text";
 
 /// Parsed `--name value` options.
@@ -65,6 +73,8 @@ fn run(args: &[String]) -> Result<(), String> {
     match cmd {
         "demo" => demo::run(&opts),
         "footprint" => footprint::run(&opts),
+        "crashtest" => crashtest::run(&opts),
+        "crash-child" => crashtest::child(&opts),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())

@@ -447,8 +447,12 @@ where
             st.next += 1;
             KeepId((self.epoch << 32) | u64::from(st.next))
         };
-        if let Err(e) = self.journal.keep(id, &payload) {
-            return fail(ticket, KeepFailure::Journal(e));
+        // Deliberately broken (ci/mutants.sh): acknowledges a keep that was never recorded.
+        let record_keep = !cfg!(lockcore_mutant = "skip_keep_record");
+        if record_keep {
+            if let Err(e) = self.journal.keep(id, &payload) {
+                return fail(ticket, KeepFailure::Journal(e));
+            }
         }
         self.state.lock().kept.insert(id, Kept { id, tasks: record.tasks, ticket });
         Ok(id)
@@ -462,7 +466,9 @@ where
     /// be recorded (the ticket stays kept and its locks held, so the call can be retried).
     pub fn end(&self, id: KeepId) -> Result<Ticket<K>, EndError> {
         let kept = self.state.lock().kept.remove(&id).ok_or(EndError::NotKept(id))?;
-        if let Err(e) = self.journal.release(id) {
+        // Deliberately broken (ci/mutants.sh): releases the locks without recording it.
+        let record_release = !cfg!(lockcore_mutant = "skip_release_record");
+        if let Err(e) = if record_release { self.journal.release(id) } else { Ok(()) } {
             self.state.lock().kept.insert(id, kept);
             return Err(EndError::Journal(e));
         }
