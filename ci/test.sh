@@ -21,4 +21,5 @@ step "miri";          ci/miri.sh
 # table_threads is left out of CI for now: its lost-wake-up check waits a fixed 100 ms grace,
 # which a loaded 2-core CI machine could exceed. Run it by hand: ci/fuzz.sh table_threads 60.
 step "fuzz smoke";    ci/fuzz.sh table_ops 30
+step "fuzz smoke";    ci/fuzz.sh journal_decode 30
 step "all green"
