@@ -28,6 +28,9 @@ expect_caught() {
       timeout 600 cargo run -q -p lockcore-cli -- crashtest "$@" >"$log" 2>&1 || status=$?
     # The harness reports, and fails on, what it found: turn that into the verdict below.
     grep -qE "(lost|stale|unreadable)=[1-9]" "$log" && echo "panicked at: $(tail -1 "$log")" >>"$log"
+  elif [ "$kind" = model ]; then
+    LOCKCORE_MUTANT=$mutant CARGO_TARGET_DIR=target/mutant \
+      timeout 600 cargo test -p lockcore-model "$@" >"$log" 2>&1 || status=$?
   elif [ "$kind" = journal ]; then
     LOCKCORE_MUTANT=$mutant CARGO_TARGET_DIR=target/mutant \
       timeout 600 cargo test -p lockcore-journal "$@" >"$log" 2>&1 || status=$?
@@ -65,6 +68,7 @@ expect_caught barging   "the proptest oracle"                   test --test orac
 expect_caught no_wake   "loom: a release wakes a parked waiter" loom guard_release_wakes_parked_waiter
 expect_caught no_wake   "the proptest oracle"                   test --test oracle
 expect_caught no_wake   "the stress test"                       test --test stress
+expect_caught grant_all "the lifecycle model (real table)"      model --test lifecycle the_real_engine
 expect_caught skip_keep_record    "the crash test"              crashtest --kills 40
 expect_caught skip_keep_record    "the recovery tests"          journal --test recovery
 expect_caught skip_release_record "the crash test"              crashtest --kills 40

@@ -14,6 +14,7 @@ step "tests";         cargo test --workspace
 step "rustdoc";       RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 step "loom";          ci/loom.sh
 step "mutants";       ci/mutants.sh
+step "model check";   ci/check.sh
 step "demo";          cargo run --release --quiet -p lockcore-cli -- demo --seconds 2
 step "crash test";    cargo run --release --quiet -p lockcore-cli -- crashtest --kills 200
 step "footprint";     cargo run --release --quiet -p lockcore-cli -- footprint --keys 10000000

@@ -8,6 +8,7 @@
 //!   after each kill and checks that nothing is lost or stale.
 #![forbid(unsafe_code)]
 
+mod check;
 mod crashtest;
 mod demo;
 mod footprint;
@@ -18,6 +19,11 @@ use std::process::ExitCode;
 const USAGE: &str = "usage: lockcore <command> [options]
 
 commands:
+  check       model-check the command lifecycle (acquire, validate, execute, async tasks,
+              end-action, crash and recovery) on the real table and journal
+              --commands N (3)  --keys K (3)  --tasks T (2)  --restarts R (1)  --threads J (cores)
+              --mutant NAME  --list-mutants  --explore [--port P (3000)]
+              last line: verdict=pass|fail ... states=N unique=M depth=D seconds=S
   demo        run the lock table under contention and print what it did
               --threads N (4)  --keys K (64)  --batch B (4)  --seconds S (3)  --write-pct P (30)
   footprint   acquire and release N distinct keys; show that memory returns to idle
@@ -27,6 +33,9 @@ commands:
               --kills N (200)  --seed S  --dir D (a temporary directory)  --max-delay-ms M (25)
               last line: kills=N lost=L stale=S unreadable=U
   help        print this text";
+
+/// Options that take no value.
+const FLAGS: &[&str] = &["list-mutants", "explore"];
 
 /// Parsed `--name value` options.
 pub(crate) struct Options(Vec<(String, String)>);
@@ -39,6 +48,10 @@ impl Options {
             let Some(name) = a.strip_prefix("--") else {
                 return Err(format!("unexpected argument {a:?}"));
             };
+            if FLAGS.contains(&name) {
+                out.push((name.to_string(), String::new()));
+                continue;
+            }
             let Some(value) = it.next() else {
                 return Err(format!("option --{name} needs a value"));
             };
@@ -53,6 +66,16 @@ impl Options {
             None => Ok(default),
             Some((_, v)) => v.parse().map_err(|_| format!("--{name}: cannot read {v:?} as a number")),
         }
+    }
+
+    /// Whether `--name` was given.
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|(n, _)| n == name)
+    }
+
+    /// The raw value of `--name`, if given.
+    pub(crate) fn value(&self, name: &str) -> Option<&str> {
+        self.0.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     /// Fails on options that no command knows, so a typo is not silently ignored.
@@ -73,6 +96,7 @@ fn run(args: &[String]) -> Result<(), String> {
     match cmd {
         "demo" => demo::run(&opts),
         "footprint" => footprint::run(&opts),
+        "check" => check::run(&opts),
         "crashtest" => crashtest::run(&opts),
         "crash-child" => crashtest::child(&opts),
         "help" | "--help" | "-h" => {
