@@ -6,6 +6,8 @@
 #   table_ops      one thread, every result compared with a sequential oracle
 #   table_threads  2-3 threads, shadow invariant checker, no barging, no lost wake-ups
 #   journal_decode arbitrary bytes as a journal, and real journals truncated or bit-flipped
+#   lifecycle      arbitrary command lifecycles with crashes on the real table and journal,
+#                  checked against the lifecycle model's properties after every step
 #
 # The corpus lives in fuzz/corpus/TARGET (not in git); the seeds committed in
 # fuzz/seeds/TARGET (one small input per deliberately broken core, each caught within a few

@@ -57,7 +57,7 @@ fn describe_state(s: &State) -> String {
 }
 
 /// Runs one exhaustive check and prints its report.
-pub(crate) fn check(cfg: Config, mutant: Option<Mutant>, threads: usize, quiet: bool) -> Verdict {
+pub(crate) fn check(cfg: Config, mutant: Option<Mutant>, threads: usize, bfs: bool, quiet: bool) -> Verdict {
     let model = Lifecycle::new(cfg, mutant);
     let properties = model.properties();
     let started = Instant::now();
@@ -66,7 +66,22 @@ pub(crate) fn check(cfg: Config, mutant: Option<Mutant>, threads: usize, quiet: 
         // A mutant run only has to show its property failing: stop at the first counterexample.
         builder = builder.finish_when(HasDiscoveries::AnyOf([m.breaks()].into_iter().collect()));
     }
-    let checker = builder.spawn_bfs().join();
+    // Depth-first needs memory for one path, breadth-first for a whole frontier (gigabytes on
+    // large configurations) but finds short counterexamples: mutant runs and --bfs use it.
+    if bfs || mutant.is_some() {
+        report(builder.spawn_bfs().join(), &properties, mutant, started, quiet)
+    } else {
+        report(builder.spawn_dfs().join(), &properties, mutant, started, quiet)
+    }
+}
+
+fn report(
+    checker: impl Checker<Lifecycle>,
+    properties: &[stateright::Property<Lifecycle>],
+    mutant: Option<Mutant>,
+    started: Instant,
+    quiet: bool,
+) -> Verdict {
     let secs = started.elapsed().as_secs_f64();
     let (states, unique, depth) = (checker.state_count(), checker.unique_state_count(), checker.max_depth());
     let mut verdict = Verdict { failed: Vec::new(), unreached: Vec::new() };
@@ -82,7 +97,7 @@ pub(crate) fn check(cfg: Config, mutant: Option<Mutant>, threads: usize, quiet: 
             m.breaks()
         );
     }
-    for p in &properties {
+    for p in properties {
         if mutant.is_some_and(|m| m.breaks() != p.name) {
             continue;
         }
@@ -127,7 +142,18 @@ pub(crate) fn check(cfg: Config, mutant: Option<Mutant>, threads: usize, quiet: 
 }
 
 pub(crate) fn run(opts: &Options) -> Result<(), String> {
-    opts.only(&["commands", "keys", "tasks", "restarts", "threads", "mutant", "list-mutants", "explore", "port"])?;
+    opts.only(&[
+        "commands",
+        "keys",
+        "tasks",
+        "restarts",
+        "threads",
+        "mutant",
+        "list-mutants",
+        "explore",
+        "port",
+        "bfs",
+    ])?;
     if opts.has("list-mutants") {
         for m in Mutant::ALL {
             println!("{:<28} {} (must fail: {})", m.name(), m.describe(), m.breaks());
@@ -162,7 +188,7 @@ pub(crate) fn run(opts: &Options) -> Result<(), String> {
         "lockcore check: {cfg}, {threads} thread(s), {}",
         mutant.map_or("the real engine".to_string(), |m| format!("mutant {} ({})", m.name(), m.describe()))
     );
-    let verdict = check(cfg, mutant, threads, false);
+    let verdict = check(cfg, mutant, threads, opts.has("bfs"), false);
     if verdict.failed.is_empty() && verdict.unreached.is_empty() {
         Ok(())
     } else {

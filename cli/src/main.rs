@@ -23,6 +23,7 @@ commands:
               end-action, crash and recovery) on the real table and journal
               --commands N (3)  --keys K (3)  --tasks T (2)  --restarts R (1)  --threads J (cores)
               --mutant NAME  --list-mutants  --explore [--port P (3000)]
+              --bfs (breadth-first: shorter counterexamples, far more memory)
               last line: verdict=pass|fail ... states=N unique=M depth=D seconds=S
   demo        run the lock table under contention and print what it did
               --threads N (4)  --keys K (64)  --batch B (4)  --seconds S (3)  --write-pct P (30)
@@ -35,7 +36,7 @@ commands:
   help        print this text";
 
 /// Options that take no value.
-const FLAGS: &[&str] = &["list-mutants", "explore"];
+const FLAGS: &[&str] = &["list-mutants", "explore", "bfs"];
 
 /// Parsed `--name value` options.
 pub(crate) struct Options(Vec<(String, String)>);

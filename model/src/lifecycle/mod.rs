@@ -269,8 +269,8 @@ pub struct State {
     pub restarts: u8,
     /// What the real table holds: (command, key, mode).
     pub held: Held,
-    /// What the real journal keeps: (command, tasks).
-    pub journaled: BTreeSet<(u8, Vec<String>)>,
+    /// What the real journal keeps: (command, task numbers).
+    pub journaled: BTreeSet<(u8, Vec<u8>)>,
     /// Unfinished commands, none of which can move.
     pub stuck: bool,
     /// A token granted after a restart was not above every token before it.
@@ -343,12 +343,12 @@ impl Lifecycle {
     }
 
     /// What the specification says the journal keeps in `s`.
-    pub fn spec_journaled(&self, s: &State) -> BTreeSet<(u8, Vec<String>)> {
+    pub fn spec_journaled(&self, s: &State) -> BTreeSet<(u8, Vec<u8>)> {
         s.commands
             .iter()
             .enumerate()
             .filter(|(_, cmd)| cmd.phase == Phase::Tasks)
-            .map(|(c, _)| (c as u8, (0..self.cfg.tasks).map(|t| world::task(c, t)).collect()))
+            .map(|(c, _)| (c as u8, (0..self.cfg.tasks as u8).collect()))
             .collect()
     }
 

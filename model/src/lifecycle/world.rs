@@ -42,6 +42,10 @@ pub(crate) fn task(c: usize, t: usize) -> String {
     format!("c{c}t{t}")
 }
 
+fn task_number(task: &str) -> Option<u8> {
+    task.strip_prefix('c')?.split_once('t')?.1.parse().ok()
+}
+
 fn command_of(owner: &str) -> Option<usize> {
     owner.strip_prefix('c')?.split('t').next()?.parse().ok()
 }
@@ -181,21 +185,24 @@ impl World {
         (held, tokens)
     }
 
-    /// What the real journal keeps, read from its bytes: (command, tasks) per live record.
-    pub(crate) fn journaled(&self) -> BTreeSet<(u8, Vec<String>)> {
+    /// What the real journal keeps, read from its bytes: (command, task numbers) per live record
+    /// (a task name that is not one of the model's shows up as 255).
+    pub(crate) fn journaled(&self) -> BTreeSet<(u8, Vec<u8>)> {
         #[derive(serde::Deserialize)]
         struct Head {
             owner: String,
             tasks: Vec<String>,
         }
         let bytes = self.disk.bytes();
-        let mut live: BTreeMap<KeepId, (u8, Vec<String>)> = BTreeMap::new();
+        let mut live: BTreeMap<KeepId, (u8, Vec<u8>)> = BTreeMap::new();
         let mut scan = Scanner::new(&bytes);
         while let Some((_, record)) = scan.next_record() {
             match record {
                 Record::Keep { id, payload } => {
                     if let Ok(h) = serde_json::from_slice::<Head>(payload) {
-                        live.insert(id, (command_of(&h.owner).unwrap_or(usize::MAX) as u8, h.tasks));
+                        let c = command_of(&h.owner).unwrap_or(usize::MAX) as u8;
+                        let tasks = h.tasks.iter().map(|t| task_number(t).unwrap_or(255)).collect();
+                        live.insert(id, (c, tasks));
                     }
                 }
                 Record::Release(id) => {
