@@ -5,7 +5,7 @@
 //! longer exist does not stay forever.
 //!
 //! - [`Journal`]: what a journal must do; [`LogJournal`] is the embedded default, an
-//!   append-only log of checksummed records ([`format`]) in a file ([`FileJournal`]) or in
+//!   append-only log of checksummed records ([`format`](mod@format)) in a file ([`FileJournal`]) or in
 //!   memory, with a [`Durability`] policy chosen by the caller (fsync per commit, group
 //!   commit, or none) and compaction to the live set.
 //! - [`Durable`]: the lock table plus its journal. [`Durable::open`] recovers: kept tickets
