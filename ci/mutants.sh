@@ -7,6 +7,7 @@
 #   partial    a refused try_acquire keeps the keys that were free (all-or-nothing broken)
 #   barging    new requests ignore queued waiters (fairness broken)
 #   no_wake    releases wake nobody (lost wake-ups)
+#   no_intention  path locks take no intention lock on ancestors (a subtree lock misses locks below)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -55,6 +56,7 @@ expect_caught barging   "the proptest oracle"                   test --test orac
 expect_caught no_wake   "loom: a release wakes a parked waiter" loom guard_release_wakes_parked_waiter
 expect_caught no_wake   "the proptest oracle"                   test --test oracle
 expect_caught no_wake   "the stress test"                       test --test stress
+expect_caught no_intention "the path proptest oracle"           test --test path path_locks_agree_with_the_pairwise_oracle
 
 if [ "$survivors" -ne 0 ]; then
   echo "$survivors mutant run(s) survived: a checker cannot see the bug it exists for"
