@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 survivors=0
 
-# expect_caught MUTANT DESCRIPTION test|loom|loom_path CARGO-TEST-ARGS...: the tests must FAIL when built with
+# expect_caught MUTANT DESCRIPTION test|model|loom|loom_path CARGO-TEST-ARGS...: the tests must FAIL when built with
 # MUTANT, and fail as tests (a panic, a failed test or a loom deadlock), not because of a build
 # error: a checker that cannot even build proves nothing.
 expect_caught() {
@@ -25,6 +25,9 @@ expect_caught() {
   if [ "$kind" = loom ] || [ "$kind" = loom_path ]; then
     LOCKCORE_MUTANT=$mutant RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 CARGO_TARGET_DIR=target/loom-mutant \
       timeout 600 cargo test -p lockcore --release --test "$kind" "$@" >"$log" 2>&1 || status=$?
+  elif [ "$kind" = model ]; then
+    LOCKCORE_MUTANT=$mutant CARGO_TARGET_DIR=target/mutant \
+      timeout 600 cargo test -p lockcore-model "$@" >"$log" 2>&1 || status=$?
   else
     LOCKCORE_MUTANT=$mutant CARGO_TARGET_DIR=target/mutant \
       timeout 600 cargo test -p lockcore "$@" >"$log" 2>&1 || status=$?
@@ -58,6 +61,7 @@ expect_caught no_wake   "the proptest oracle"                   test --test orac
 expect_caught no_wake   "the stress test"                       test --test stress
 expect_caught no_intention "the path proptest oracle"           test --test path path_locks_agree_with_the_pairwise_oracle
 expect_caught no_intention "loom: subtree lock vs descendant"   loom_path subtree_lock_races_descendant_lock
+expect_caught no_intention "the stateright path model"          model --test path path_locks_hold_their_properties_on_a_small_tree
 
 if [ "$survivors" -ne 0 ]; then
   echo "$survivors mutant run(s) survived: a checker cannot see the bug it exists for"
