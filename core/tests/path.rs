@@ -253,7 +253,11 @@ fn a_user_matrix_works_and_bad_maps_are_refused() {
     .unwrap();
     let locks = PathLocks::builder().hierarchy(h).shards(4).build();
     let b = locks.try_acquire(PathRequest::new("w").exclusive(p("/a/b"))).unwrap();
-    assert!(locks.try_acquire(PathRequest::new("x").shared(p("/a/c"))).is_err(), "coarse: the anchor is taken");
+    // Coarse: the anchor itself is held exclusively, and the report says so.
+    assert_eq!(
+        held_msg(&locks, PathRequest::new("x").shared(p("/a/c"))),
+        "fragment /a/c is locked: its anchor /a is held exclusively by w"
+    );
     drop(b);
     let r1 = locks.try_acquire(PathRequest::new("r1").shared(p("/a/b"))).unwrap();
     let r2 = locks.try_acquire(PathRequest::new("r2").shared(p("/a/c"))).unwrap();

@@ -180,7 +180,8 @@ impl PathLocks {
         let against = |path: &PathKey, mode: Mode| {
             named.iter().find(|(n, m)| n.overlaps(path) && !modes.compatible(*m, mode)).map(|(n, _)| n)
         };
-        // Taken at most once, and only when a holder may be there for something below.
+        // Taken at most once, and only when a holder may be there for something below: it
+        // pauses the whole table while it copies.
         let mut snapshot: Option<Snapshot<PathKey>> = None;
         let mut blocks = Vec::new();
         for k in &conflict.keys {
@@ -215,6 +216,12 @@ impl PathLocks {
             };
             for holder in k.holders.iter().filter(|x| x.blocking) {
                 let intention = h.is_intention(holder.mode);
+                if !intention && !h.is_mixed(holder.mode) {
+                    // A subtree lock on `key` itself: no need to look further (or to pay for a
+                    // snapshot).
+                    blocks.push(block(key, &holder.owner, Some(holder.grant), holder.mode, &holder.message));
+                    continue;
+                }
                 // A holder in an intention mode is on `key` for locks below it, and one in a
                 // joined mode (SIX: S here, X below) may be in the way only through them; its
                 // locks below are found by grant. A grant never changes its keys, so if it is
@@ -239,8 +246,10 @@ impl PathLocks {
                 };
                 if shown.is_empty() {
                     let mut b = block(key, &holder.owner, Some(holder.grant), holder.mode, &holder.message);
-                    if intention {
+                    if intention && !snap.held.iter().any(|l| l.grant == holder.grant) {
                         // Released between the conflict and the snapshot: say so, do not guess.
+                        // (A grant still there with nothing below holds `key` itself, as in a
+                        // hierarchy whose locks take their own mode on the ancestors.)
                         b.relation = Relation::SomewhereBelow;
                     }
                     blocks.push(b);

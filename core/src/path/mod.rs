@@ -59,6 +59,10 @@ pub struct Hierarchy {
     /// Bit `i` set when mode `i` is the intention of some mode: a holder in such a mode on a
     /// path is (usually) there for a lock below it, which is how conflicts find descendants.
     intention_set: u8,
+    /// Bit `i` set when mode `i` is what a path's own lock becomes when joined with an
+    /// intention for a lock below it (SIX = S + IX): such a holder may be in the way only
+    /// through its lock below, so a conflict report looks there too.
+    mixed_set: u8,
 }
 
 /// Why [`Hierarchy::new`] refused a map.
@@ -140,10 +144,20 @@ impl Hierarchy {
             intention[m.index()] = i;
             intention_set |= i.bit();
         }
-        if let Some(missing) = (0..modes.len() as u8).map(Mode).find(|m| seen & m.bit() == 0) {
+        let all = || (0..modes.len() as u8).map(Mode);
+        if let Some(missing) = all().find(|m| seen & m.bit() == 0) {
             return Err(HierarchyError::Missing(missing));
         }
-        Ok(Self { modes, intention, intention_set })
+        let mut mixed_set = 0u8;
+        for own in all().filter(|m| intention_set & m.bit() == 0) {
+            for i in all().filter(|m| intention_set & m.bit() != 0) {
+                let joined = modes.join_known(own, i);
+                if joined != own {
+                    mixed_set |= joined.bit();
+                }
+            }
+        }
+        Ok(Self { modes, intention, intention_set, mixed_set })
     }
 
     /// The mode table.
@@ -159,6 +173,12 @@ impl Hierarchy {
     /// Whether `mode` is the intention mode of some mode (IS and IX in Gray's table).
     pub fn is_intention(&self, mode: Mode) -> bool {
         self.modes.contains(mode) && self.intention_set & mode.bit() != 0
+    }
+
+    /// Whether `mode` is a path's own lock joined with an intention for a lock below it, and
+    /// differs from the own lock (SIX in Gray's table).
+    pub(crate) fn is_mixed(&self, mode: Mode) -> bool {
+        self.modes.contains(mode) && self.mixed_set & mode.bit() != 0
     }
 }
 
