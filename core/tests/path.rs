@@ -4,7 +4,7 @@
 
 use lockcore::{
     Hierarchy, LockTable, Mode, ModeTable, PathAcquireError, PathErrorKind, PathKey, PathLocks, PathRequest, Relation,
-    Ticket, MAX_DEPTH, MAX_PATH_LEN,
+    Request, Ticket, MAX_DEPTH, MAX_PATH_LEN,
 };
 use proptest::prelude::*;
 use std::collections::BTreeSet;
@@ -67,8 +67,8 @@ fn ancestors_are_cheap_prefixes_and_equal_to_parsed_paths() {
     assert_eq!(p("/a").ancestors().len(), 0);
     // Hashes agree between an ancestor view and a fresh parse (the table relies on it).
     let t = LockTable::<PathKey>::new();
-    let held = t.try_acquire(lockcore::Request::new("o").exclusive(up[1].clone())).unwrap();
-    assert!(t.try_acquire(lockcore::Request::new("o2").exclusive(p("/a/b[@id='1']"))).is_err());
+    let held = t.try_acquire(Request::new("o").exclusive(up[1].clone())).unwrap();
+    assert!(t.try_acquire(Request::new("o2").exclusive(p("/a/b[@id='1']"))).is_err());
     drop(held);
     // Relations are by step, not by text prefix.
     assert!(p("/a").is_ancestor_of(&p("/a/b")));
@@ -241,6 +241,32 @@ fn waiting_tickets_async_and_timeouts_work_for_paths() {
     let bad = pollster::block_on(locks.acquire_async(PathRequest::new("a")));
     assert!(matches!(bad, Err(PathAcquireError::Request(_))));
     assert_eq!(locks.table().release_owner(&"nobody".into()).len(), 0);
+}
+
+/// Path locks on a table that `PathLocks` does not own (as a durable wrapper owns its table):
+/// a kept ticket survives serialization and is re-taken on a new table after a "restart", where
+/// it excludes the anchor again and the report still names the fragment.
+#[test]
+fn path_tickets_are_retaken_on_a_table_owned_elsewhere() {
+    let h = Hierarchy::multi_granularity();
+    let before = LockTable::<PathKey>::with_modes(h.modes().clone());
+    let req = h.request(PathRequest::new("cmd").exclusive_with(p("/a/b[@id='7']"), "copying"));
+    let ticket = before.try_acquire(req).unwrap().into_ticket();
+    assert_eq!(ticket.locks.len(), 2, "the fragment and its anchor's intention lock");
+    let json = serde_json::to_string(&ticket).unwrap();
+    drop(before);
+
+    let back: Ticket<PathKey> = serde_json::from_str(&json).unwrap();
+    let after = LockTable::<PathKey>::with_modes(h.modes().clone());
+    let again = back.locks.iter().fold(Request::new(back.owner.clone()), |r, l| r.lock(l.key.clone(), l.mode, None));
+    let kept = after.try_acquire(again).unwrap();
+    let admin = PathRequest::new("admin").exclusive(p("/a"));
+    let asked: Vec<(PathKey, Mode)> = admin.paths().map(|(k, m)| (k.clone(), m)).collect();
+    let err = after.try_acquire(h.request(admin)).unwrap_err();
+    let report = h.explain(&after, err.conflict().unwrap().clone(), &asked);
+    assert_eq!(report.to_string(), "fragment /a is locked: /a/b[@id='7'] below it is held exclusively by cmd");
+    assert!(after.try_acquire(h.request(PathRequest::new("w2").exclusive(p("/a/c")))).is_ok(), "a sibling is free");
+    drop(kept);
 }
 
 #[test]

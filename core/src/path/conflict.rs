@@ -9,11 +9,12 @@
 //! still in the snapshot its locks below are exactly those it had at the conflict; if it is
 //! gone, the report says so rather than guess.
 
-use super::{PathKey, PathLocks};
+use super::{Hierarchy, PathKey};
 use crate::conflict::Conflict;
 use crate::mode::Mode;
 use crate::request::{LockMessage, Owner, RequestError};
 use crate::snapshot::Snapshot;
+use crate::table::LockTable;
 use crate::ticket::GrantId;
 use std::fmt;
 
@@ -170,11 +171,23 @@ impl std::error::Error for PathAcquireError {
     }
 }
 
-impl PathLocks {
-    /// Turns the table's per-key conflict into per-path blocks. `named` are the paths the
-    /// request named with their modes, in order.
-    pub(super) fn explain(&self, conflict: Conflict<PathKey>, named: &[(PathKey, Mode)]) -> PathConflict {
-        let h = &self.hierarchy;
+impl Hierarchy {
+    /// Turns a table's per-key conflict for a path request into per-path blocks: which path is
+    /// in the way of which path asked for, and how they relate. `asked` are the paths the
+    /// request named, with their modes, in order ([`PathRequest::paths`](crate::PathRequest::paths)); `table` is the table
+    /// that refused it, read (with a [`snapshot`](LockTable::snapshot), only if a holder is
+    /// there for a lock below) to name descendants.
+    ///
+    /// [`PathLocks`](crate::PathLocks) does this for its own requests; call it for a table you
+    /// hold otherwise (see [`Hierarchy::request`]).
+    pub fn explain(
+        &self,
+        table: &LockTable<PathKey>,
+        conflict: Conflict<PathKey>,
+        asked: &[(PathKey, Mode)],
+    ) -> PathConflict {
+        let h = self;
+        let named = asked;
         let modes = h.modes();
         // Whether a lock held on `path` in `mode` conflicts with a named path by itself.
         let against = |path: &PathKey, mode: Mode| {
@@ -226,7 +239,7 @@ impl PathLocks {
                 // joined mode (SIX: S here, X below) may be in the way only through them; its
                 // locks below are found by grant. A grant never changes its keys, so if it is
                 // still in the snapshot these are exactly the locks it had at the conflict.
-                let snap = snapshot.get_or_insert_with(|| self.table.snapshot());
+                let snap = snapshot.get_or_insert_with(|| table.snapshot());
                 let below: Vec<_> = snap
                     .held
                     .iter()

@@ -180,6 +180,58 @@ impl Hierarchy {
     pub(crate) fn is_mixed(&self, mode: Mode) -> bool {
         self.modes.contains(mode) && self.mixed_set & mode.bit() != 0
     }
+
+    /// The plain request that `req` stands for under this hierarchy: every named path in its
+    /// mode, then every ancestor in the intention mode.
+    ///
+    /// This is path locking without [`PathLocks`], for a `LockTable<PathKey>` owned by something
+    /// else (a durable wrapper that recovers kept tickets, say): build that table with
+    /// [`modes`](Self::modes), acquire `request(req)` on it, and turn a refusal into a
+    /// [`PathConflict`] with [`explain`](Self::explain).
+    ///
+    /// ```
+    /// use lockcore::{Hierarchy, LockTable, PathKey, PathRequest};
+    /// let h = Hierarchy::multi_granularity();
+    /// let table = LockTable::<PathKey>::with_modes(h.modes().clone());
+    /// let held = table.try_acquire(h.request(PathRequest::new("w").exclusive("/a/b".parse().unwrap()))).unwrap();
+    /// let req = PathRequest::new("admin").exclusive("/a".parse().unwrap());
+    /// let asked: Vec<_> = req.paths().map(|(p, m)| (p.clone(), m)).collect();
+    /// let err = table.try_acquire(h.request(req)).unwrap_err();
+    /// let report = h.explain(&table, err.conflict().unwrap().clone(), &asked);
+    /// assert_eq!(report.to_string(), "fragment /a is locked: /a/b below it is held exclusively by w");
+    /// # drop(held);
+    /// ```
+    pub fn request(&self, req: PathRequest) -> Request<PathKey> {
+        self.expand(req, None)
+    }
+
+    /// Expands `req`, noting the named paths in `named` if given. Named paths come first so
+    /// that, when a named path is also another's ancestor, its own message is the one kept
+    /// (the table keeps the first message given for a key).
+    pub(crate) fn expand(&self, req: PathRequest, mut named: Option<&mut Named>) -> Request<PathKey> {
+        let PathRequest { owner, items } = req;
+        let mut out = Request::new(owner);
+        out.items.reserve(items.iter().map(|i| i.path.depth()).sum());
+        for i in &items {
+            if let Some(n) = named.as_deref_mut() {
+                n.push((i.path.clone(), i.mode));
+            }
+            out = out.lock(i.path.clone(), i.mode, i.message.clone());
+        }
+        if cfg!(lockcore_mutant = "no_intention") {
+            // Deliberately broken: no intention locks on ancestors, so a subtree lock and a
+            // lock below it never meet on a common key.
+            return out;
+        }
+        for i in items {
+            // A mode outside the table has no intention; the table refuses the named path.
+            let Some(intention) = self.intention(i.mode) else { continue };
+            for a in i.path.ancestors() {
+                out = out.lock(a, intention, i.message.clone());
+            }
+        }
+        out
+    }
 }
 
 /// One path of a [`PathRequest`].
@@ -386,35 +438,7 @@ impl PathLocks {
     /// ]);
     /// ```
     pub fn request(&self, req: PathRequest) -> Request<PathKey> {
-        self.expand(req, None)
-    }
-
-    /// Expands `req`, noting the named paths in `named` if given. Named paths come first so
-    /// that, when a named path is also another's ancestor, its own message is the one kept
-    /// (the table keeps the first message given for a key).
-    fn expand(&self, req: PathRequest, mut named: Option<&mut Named>) -> Request<PathKey> {
-        let PathRequest { owner, items } = req;
-        let mut out = Request::new(owner);
-        out.items.reserve(items.iter().map(|i| i.path.depth()).sum());
-        for i in &items {
-            if let Some(n) = named.as_deref_mut() {
-                n.push((i.path.clone(), i.mode));
-            }
-            out = out.lock(i.path.clone(), i.mode, i.message.clone());
-        }
-        if cfg!(lockcore_mutant = "no_intention") {
-            // Deliberately broken: no intention locks on ancestors, so a subtree lock and a
-            // lock below it never meet on a common key.
-            return out;
-        }
-        for i in items {
-            // A mode outside the table has no intention; the table refuses the named path.
-            let Some(intention) = self.hierarchy.intention(i.mode) else { continue };
-            for a in i.path.ancestors() {
-                out = out.lock(a, intention, i.message.clone());
-            }
-        }
-        out
+        self.hierarchy.request(req)
     }
 
     /// Takes every path of `req` (with its ancestors' intention locks) at once, or none.
@@ -440,7 +464,7 @@ impl PathLocks {
     /// ```
     pub fn try_acquire(&self, req: PathRequest) -> Result<LockSet<'_, PathKey>, PathAcquireError> {
         let mut named = Named::new();
-        let req = self.expand(req, Some(&mut named));
+        let req = self.hierarchy.expand(req, Some(&mut named));
         self.table.try_acquire(req).map_err(|e| self.explain_error(e, &named))
     }
 
@@ -452,7 +476,7 @@ impl PathLocks {
     /// the conflict as it stood at the deadline.
     pub fn acquire(&self, req: PathRequest, timeout: Duration) -> Result<LockSet<'_, PathKey>, PathAcquireError> {
         let mut named = Named::new();
-        let req = self.expand(req, Some(&mut named));
+        let req = self.hierarchy.expand(req, Some(&mut named));
         self.table.acquire(req, timeout).map_err(|e| self.explain_error(e, &named))
     }
 
@@ -472,7 +496,7 @@ impl PathLocks {
     /// ```
     pub fn acquire_async(&self, req: PathRequest) -> PathAcquire<'_> {
         let mut named = Named::new();
-        let req = self.expand(req, Some(&mut named));
+        let req = self.hierarchy.expand(req, Some(&mut named));
         PathAcquire { locks: self, inner: self.table.acquire_async(req), named }
     }
 
@@ -500,8 +524,12 @@ impl PathLocks {
     fn explain_error(&self, e: AcquireError<PathKey>, named: &[(PathKey, Mode)]) -> PathAcquireError {
         match e {
             AcquireError::Request(r) => PathAcquireError::Request(r),
-            AcquireError::Conflict(c) => PathAcquireError::Conflict(Box::new(self.explain(*c, named))),
-            AcquireError::Timeout(c) => PathAcquireError::Timeout(Box::new(self.explain(*c, named))),
+            AcquireError::Conflict(c) => {
+                PathAcquireError::Conflict(Box::new(self.hierarchy.explain(&self.table, *c, named)))
+            }
+            AcquireError::Timeout(c) => {
+                PathAcquireError::Timeout(Box::new(self.hierarchy.explain(&self.table, *c, named)))
+            }
         }
     }
 }
