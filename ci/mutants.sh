@@ -9,12 +9,13 @@
 #   no_wake    releases wake nobody (lost wake-ups)
 #   skip_keep_record     Durable::keep acknowledges a ticket it never journaled (lost locks)
 #   skip_release_record  Durable::end releases without journaling it (stale locks after a restart)
+#   no_intention  path locks take no intention lock on ancestors (a subtree lock misses locks below)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 survivors=0
 
-# expect_caught MUTANT DESCRIPTION test|loom CARGO-TEST-ARGS...: the tests must FAIL when built with
+# expect_caught MUTANT DESCRIPTION test|model|loom|loom_path CARGO-TEST-ARGS...: the tests must FAIL when built with
 # MUTANT, and fail as tests (a panic, a failed test or a loom deadlock), not because of a build
 # error: a checker that cannot even build proves nothing.
 expect_caught() {
@@ -34,9 +35,9 @@ expect_caught() {
   elif [ "$kind" = journal ]; then
     LOCKCORE_MUTANT=$mutant CARGO_TARGET_DIR=target/mutant \
       timeout 600 cargo test -p lockcore-journal "$@" >"$log" 2>&1 || status=$?
-  elif [ "$kind" = loom ]; then
+  elif [ "$kind" = loom ] || [ "$kind" = loom_path ]; then
     LOCKCORE_MUTANT=$mutant RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 CARGO_TARGET_DIR=target/loom-mutant \
-      timeout 600 cargo test -p lockcore --release --test loom "$@" >"$log" 2>&1 || status=$?
+      timeout 600 cargo test -p lockcore --release --test "$kind" "$@" >"$log" 2>&1 || status=$?
   else
     LOCKCORE_MUTANT=$mutant CARGO_TARGET_DIR=target/mutant \
       timeout 600 cargo test -p lockcore "$@" >"$log" 2>&1 || status=$?
@@ -73,6 +74,9 @@ expect_caught skip_keep_record    "the crash test"              crashtest --kill
 expect_caught skip_keep_record    "the recovery tests"          journal --test recovery
 expect_caught skip_release_record "the crash test"              crashtest --kills 40
 expect_caught skip_release_record "the recovery tests"          journal --test recovery
+expect_caught no_intention "the path proptest oracle"           test --test path path_locks_agree_with_the_pairwise_oracle
+expect_caught no_intention "loom: subtree lock vs descendant"   loom_path subtree_lock_races_descendant_lock
+expect_caught no_intention "the stateright path model"          model --test path path_locks_hold_their_properties_on_a_small_tree
 
 if [ "$survivors" -ne 0 ]; then
   echo "$survivors mutant run(s) survived: a checker cannot see the bug it exists for"

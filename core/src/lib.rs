@@ -54,6 +54,7 @@ mod conflict;
 mod guard;
 mod metrics;
 mod mode;
+mod path;
 mod release;
 mod request;
 mod slot;
@@ -68,6 +69,10 @@ pub use conflict::{AcquireError, Conflict, Holder, KeyConflict, Waiter};
 pub use guard::LockSet;
 pub use metrics::{Histogram, MetricsSnapshot};
 pub use mode::{Mode, ModeTable, ModeTableError, MAX_MODES};
+pub use path::{
+    Hierarchy, HierarchyError, PathAcquire, PathAcquireError, PathBlock, PathConflict, PathError, PathErrorKind,
+    PathKey, PathLocks, PathLocksBuilder, PathRequest, Relation, MAX_DEPTH, MAX_PATH_LEN,
+};
 pub use request::{LockMessage, Owner, Request, RequestError, MAX_KEYS};
 pub use snapshot::{HeldLock, Snapshot, WaitingLock};
 pub use table::{Builder, LockTable};
