@@ -362,3 +362,27 @@ fn tokens_keep_rising_over_many_restarts() {
         }
     }
 }
+
+#[test]
+fn kept_path_locks_come_back_with_their_intention_locks() {
+    use lockcore::{Hierarchy, PathKey, PathRequest};
+    let h = Hierarchy::multi_granularity();
+    let disk = MemoryStorage::new();
+    let live = tasks(&["sync-1"]);
+    let open_paths =
+        || Durable::<PathKey, Mem>::open(mem(&disk), Builder::new().modes(h.modes().clone()), &live).unwrap();
+    let path = |p: &str| p.parse::<PathKey>().unwrap();
+    let (engine, _) = open_paths();
+    let req = PathRequest::new("watchdog").exclusive_with(path("/ds/anchor/parent[@id='1']"), "model sync");
+    let set = engine.table().try_acquire(h.request(req)).unwrap();
+    engine.keep(set, ["sync-1"]).unwrap();
+    drop(engine);
+    let (engine, report) = open_paths();
+    assert_eq!(report.retaken.len(), 1);
+    // The anchor is still intention-locked below it: locking it whole is refused...
+    let whole = PathRequest::new("admin").exclusive(path("/ds/anchor"));
+    assert!(engine.table().try_acquire(h.request(whole)).is_err());
+    // ... while a sibling fragment locks in parallel.
+    let sibling = PathRequest::new("other").exclusive(path("/ds/anchor/parent[@id='2']"));
+    assert!(engine.table().try_acquire(h.request(sibling)).is_ok());
+}
