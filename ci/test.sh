@@ -19,8 +19,6 @@ step "demo";          cargo run --release --quiet -p lockcore-cli -- demo --seco
 step "crash test";    cargo run --release --quiet -p lockcore-cli -- crashtest --kills 200
 step "footprint";     cargo run --release --quiet -p lockcore-cli -- footprint --keys 10000000
 step "miri";          ci/miri.sh
-# table_threads is left out of CI for now: its lost-wake-up check waits a fixed 100 ms grace,
-# which a loaded 2-core CI machine could exceed. Run it by hand: ci/fuzz.sh table_threads 60.
-step "fuzz smoke";    ci/fuzz.sh table_ops 30
-step "fuzz smoke";    ci/fuzz.sh journal_decode 30
+step "fuzz smoke";    ci/fuzz.sh all 30
+step "fuzz mutants";  ci/fuzz-mutants.sh 30
 step "all green"
