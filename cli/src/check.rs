@@ -3,12 +3,13 @@
 use crate::Options;
 use lockcore_model::lifecycle::{Action, Config, Lifecycle, Mutant, Phase, State};
 use stateright::{Checker, Expectation, HasDiscoveries, Model};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What one check found.
 pub(crate) struct Verdict {
     pub(crate) failed: Vec<&'static str>,
     pub(crate) unreached: Vec<&'static str>,
+    pub(crate) incomplete: bool,
 }
 
 fn describe_action(a: &Action) -> String {
@@ -57,11 +58,21 @@ fn describe_state(s: &State) -> String {
 }
 
 /// Runs one exhaustive check and prints its report.
-pub(crate) fn check(cfg: Config, mutant: Option<Mutant>, threads: usize, bfs: bool, quiet: bool) -> Verdict {
+pub(crate) fn check(
+    cfg: Config,
+    mutant: Option<Mutant>,
+    threads: usize,
+    bfs: bool,
+    limit: Option<Duration>,
+    quiet: bool,
+) -> Verdict {
     let model = Lifecycle::new(cfg, mutant);
     let properties = model.properties();
     let started = Instant::now();
     let mut builder = model.checker().threads(threads.max(1));
+    if let Some(limit) = limit {
+        builder = builder.timeout(limit);
+    }
     if let Some(m) = mutant {
         // A mutant run only has to show its property failing: stop at the first counterexample.
         builder = builder.finish_when(HasDiscoveries::AnyOf([m.breaks()].into_iter().collect()));
@@ -69,9 +80,9 @@ pub(crate) fn check(cfg: Config, mutant: Option<Mutant>, threads: usize, bfs: bo
     // Depth-first needs memory for one path, breadth-first for a whole frontier (gigabytes on
     // large configurations) but finds short counterexamples: mutant runs and --bfs use it.
     if bfs || mutant.is_some() {
-        report(builder.spawn_bfs().join(), &properties, mutant, started, quiet)
+        report(builder.spawn_bfs().join(), &properties, mutant, started, limit, quiet)
     } else {
-        report(builder.spawn_dfs().join(), &properties, mutant, started, quiet)
+        report(builder.spawn_dfs().join(), &properties, mutant, started, limit, quiet)
     }
 }
 
@@ -80,11 +91,14 @@ fn report(
     properties: &[stateright::Property<Lifecycle>],
     mutant: Option<Mutant>,
     started: Instant,
+    limit: Option<Duration>,
     quiet: bool,
 ) -> Verdict {
     let secs = started.elapsed().as_secs_f64();
     let (states, unique, depth) = (checker.state_count(), checker.unique_state_count(), checker.max_depth());
-    let mut verdict = Verdict { failed: Vec::new(), unreached: Vec::new() };
+    // The checker stops at the time limit with states left to explore: then nothing "holds".
+    let incomplete = limit.is_some_and(|l| started.elapsed() >= l) && mutant.is_none();
+    let mut verdict = Verdict { failed: Vec::new(), unreached: Vec::new(), incomplete };
     if !quiet {
         println!(
             "states generated {states}, unique {unique}, max depth {depth}, {secs:.1} s ({:.0} states/s)",
@@ -129,7 +143,13 @@ fn report(
             }
         }
     }
-    if !quiet {
+    if !quiet && verdict.incomplete && verdict.failed.is_empty() {
+        println!(
+            "  the time limit stopped the check before every state was explored: no counterexample in \
+             the states above, but nothing is proven"
+        );
+        println!("verdict=incomplete states={states} unique={unique} depth={depth} seconds={secs:.1}");
+    } else if !quiet {
         match (verdict.failed.first(), verdict.unreached.first()) {
             (Some(p), _) | (None, Some(p)) => println!(
                 "verdict=fail property={:?} states={states} unique={unique} depth={depth} seconds={secs:.1}",
@@ -153,6 +173,7 @@ pub(crate) fn run(opts: &Options) -> Result<(), String> {
         "explore",
         "port",
         "bfs",
+        "seconds",
     ])?;
     if opts.has("list-mutants") {
         for m in Mutant::ALL {
@@ -188,8 +209,12 @@ pub(crate) fn run(opts: &Options) -> Result<(), String> {
         "lockcore check: {cfg}, {threads} thread(s), {}",
         mutant.map_or("the real engine".to_string(), |m| format!("mutant {} ({})", m.name(), m.describe()))
     );
-    let verdict = check(cfg, mutant, threads, opts.has("bfs"), false);
-    if verdict.failed.is_empty() && verdict.unreached.is_empty() {
+    let seconds: f64 = opts.get("seconds", 0.0)?;
+    let limit = (seconds > 0.0).then(|| Duration::from_secs_f64(seconds));
+    let verdict = check(cfg, mutant, threads, opts.has("bfs"), limit, false);
+    if verdict.incomplete && verdict.failed.is_empty() {
+        Err(format!("the check did not finish within {seconds} s"))
+    } else if verdict.failed.is_empty() && verdict.unreached.is_empty() {
         Ok(())
     } else {
         Err(format!("the check failed: {}", [verdict.failed, verdict.unreached].concat().join(", ")))

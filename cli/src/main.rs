@@ -24,6 +24,7 @@ commands:
               --commands N (3)  --keys K (3)  --tasks T (2)  --restarts R (1)  --threads J (cores)
               --mutant NAME  --list-mutants  --explore [--port P (3000)]
               --bfs (breadth-first: shorter counterexamples, far more memory)
+              --seconds S (stop after S seconds: verdict=incomplete unless a property failed)
               last line: verdict=pass|fail ... states=N unique=M depth=D seconds=S
   demo        run the lock table under contention and print what it did
               --threads N (4)  --keys K (64)  --batch B (4)  --seconds S (3)  --write-pct P (30)
