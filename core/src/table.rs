@@ -24,6 +24,7 @@ use crate::request::{Item, LockMessage, Request, RequestError, MAX_KEYS};
 use crate::slot::{HeldBy, Slot, SlotState, WakeList};
 use crate::sync::{stat, unique_id, Arc, AtomicU64, MutexGuard, Ordering, RwLock};
 use crate::ticket::{GrantId, TableId, Token};
+use crate::wait::WaitNode;
 use hashbrown::HashTable;
 use smallvec::SmallVec;
 use std::fmt;
@@ -73,7 +74,11 @@ pub(crate) fn latch<K>(entries: &[Entry<K>]) -> Latches<'_> {
     entries.iter().map(|e| e.slot.state.lock()).collect()
 }
 
+#[inline]
 pub(crate) fn notify_all(wake: WakeList) {
+    if wake.is_empty() {
+        return; // the common case: nobody queued
+    }
     for node in wake {
         node.notify();
     }
@@ -297,21 +302,23 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         r
     }
 
-    /// Validates `req`, resolves its keys and collapses duplicates.
-    #[inline(always)]
-    pub(crate) fn prepare(&self, req: Request<K>) -> Result<Prepared<'_, K>, RequestError> {
-        let Request { owner, items } = req;
-        let mut set = LockSet::unarmed(self, owner);
-        self.resolve(items, &mut set.entries)?;
+    /// Validates `req`, resolves its keys and collapses duplicates, into an unarmed guard.
+    ///
+    /// The hot paths (`try_acquire`, `acquire`) do the same inline, so that neither the
+    /// request's item list nor the guard (both several hundred bytes) is moved once more
+    /// through a `Result`.
+    pub(crate) fn prepare(&self, mut req: Request<K>) -> Result<Prepared<'_, K>, RequestError> {
+        let mut set = LockSet::unarmed(self, req.owner);
+        self.resolve(&mut req.items, &mut set.entries)?;
         Ok(set)
     }
 
     /// Validates a request's items and resolves them, in place, to distinct entries sorted by
     /// latch order; a key named twice gets the join of its modes and its first message.
     #[inline(always)]
-    fn resolve(
+    pub(crate) fn resolve(
         &self,
-        items: SmallVec<[Item<K>; 8]>,
+        items: &mut SmallVec<[Item<K>; 8]>,
         entries: &mut SmallVec<[Entry<K>; 16]>,
     ) -> Result<(), RequestError> {
         if items.is_empty() {
@@ -324,7 +331,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             return Err(RequestError::UnknownMode(bad.mode));
         }
         entries.reserve(items.len());
-        for i in items {
+        for i in items.drain(..) {
             entries.push(Entry { slot: self.slot_for(i.key), mode: i.mode, message: i.message, token: 0 });
         }
         if entries.len() > 1 {
@@ -350,10 +357,48 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         latches.iter().zip(entries).all(|(st, e)| st.grantable(&self.modes, e.mode, seq))
     }
 
+    /// The one place a request is decided with its keys latched (`try_acquire`, `acquire`,
+    /// the first poll of `acquire_async`, and a queued request looking again).
+    ///
+    /// Latches every key of `p` in latch order; for a queued request (`queued` = its node
+    /// and arrival number) clears its notified flag, now that every latch is held (see
+    /// `wait.rs`). If every key can be granted to a request that arrived then (`None`: a new
+    /// arrival, behind every waiter), takes a queued request out of its queues, installs the
+    /// grant, unlatches, arms `p` and returns `None`. Otherwise runs `refused` with the
+    /// latches still held (to report the conflict, or to queue), unlatches, and returns what
+    /// it returned.
+    #[inline(always)]
+    pub(crate) fn decide<R>(
+        &self,
+        p: &mut Prepared<'_, K>,
+        queued: Option<(&WaitNode, u64)>,
+        refused: impl FnOnce(&mut Latches<'_>, &Prepared<'_, K>) -> R,
+    ) -> Option<R> {
+        let mut latches = latch(&p.entries);
+        let seq = queued.map(|(node, seq)| {
+            node.clear();
+            seq
+        });
+        if !self.all_grantable(&latches, &p.entries, seq) {
+            let r = refused(&mut latches, p);
+            drop(latches);
+            return Some(r);
+        }
+        if let Some(seq) = seq {
+            for st in latches.iter_mut() {
+                st.dequeue(seq);
+            }
+        }
+        let done = self.install(&mut latches, p);
+        drop(latches);
+        self.finish(p, done);
+        None
+    }
+
     /// Installs the grant in every latched slot. The caller drops the latches, then turns the
     /// request into a guard with [`finish`](Self::finish).
     #[inline(always)]
-    pub(crate) fn install(&self, latches: &mut Latches<'_>, p: &Prepared<'_, K>) -> Installed {
+    fn install(&self, latches: &mut Latches<'_>, p: &Prepared<'_, K>) -> Installed {
         let grant = GrantId(unique_id());
         let since = Instant::now();
         let n_keys = p.entries.len() as u32;
@@ -375,7 +420,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
 
     /// Arms the prepared set with an installed grant.
     #[inline(always)]
-    pub(crate) fn finish(&self, p: &mut Prepared<'_, K>, done: Installed) {
+    fn finish(&self, p: &mut Prepared<'_, K>, done: Installed) {
         for (e, t) in p.entries.iter_mut().zip(done.tokens) {
             e.token = t;
         }
@@ -470,37 +515,39 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     /// let set = table.try_acquire(Request::new("cmd").exclusive(("vm", 42u64))).unwrap();
     /// assert_eq!(set.len(), 1);
     /// ```
-    pub fn try_acquire(&self, req: Request<K>) -> Result<LockSet<'_, K>, AcquireError<K>> {
-        let mut p = self.prepare(req)?;
-        let mut latches = latch(&p.entries);
-        if self.all_grantable(&latches, &p.entries, None) {
-            let done = self.install(&mut latches, &p);
-            drop(latches);
-            self.finish(&mut p, done);
-            return Ok(p);
-        }
-        let c = self.conflict(&latches, &p, None);
-        if cfg!(lockcore_mutant = "partial") {
-            // Deliberately broken: keeps the keys that were free (not all or nothing).
-            let grant = GrantId(unique_id());
-            for (st, e) in latches.iter_mut().zip(&p.entries) {
-                if st.grantable(&self.modes, e.mode, None) {
-                    let rec = HeldBy {
-                        grant,
-                        owner: p.owner.clone(),
-                        mode: e.mode,
-                        message: None,
-                        since: Instant::now(),
-                        token: None,
-                        n_keys: 0,
-                    };
-                    st.add_holder(&self.modes, rec);
+    pub fn try_acquire(&self, mut req: Request<K>) -> Result<LockSet<'_, K>, AcquireError<K>> {
+        // `prepare`, inline: the guard is built where it is returned from.
+        let mut p = LockSet::unarmed(self, req.owner);
+        self.resolve(&mut req.items, &mut p.entries)?;
+        let refused = self.decide(&mut p, None, |latches, p| {
+            let c = self.conflict(latches, p, None);
+            if cfg!(lockcore_mutant = "partial") {
+                // Deliberately broken: keeps the keys that were free (not all or nothing).
+                let grant = GrantId(unique_id());
+                for (st, e) in latches.iter_mut().zip(&p.entries) {
+                    if st.grantable(&self.modes, e.mode, None) {
+                        let rec = HeldBy {
+                            grant,
+                            owner: p.owner.clone(),
+                            mode: e.mode,
+                            message: None,
+                            since: Instant::now(),
+                            token: None,
+                            n_keys: 0,
+                        };
+                        st.add_holder(&self.modes, rec);
+                    }
                 }
             }
+            c
+        });
+        match refused {
+            None => Ok(p),
+            Some(c) => {
+                self.metrics.add(Counter::Conflicts, 1);
+                Err(AcquireError::Conflict(Box::new(c)))
+            }
         }
-        drop(latches);
-        self.metrics.add(Counter::Conflicts, 1);
-        Err(AcquireError::Conflict(Box::new(c)))
     }
 
     /// The holders of `key` right now (empty if nobody holds it).
