@@ -12,7 +12,7 @@ count() {
   valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" "$@" 2>&1 >/dev/null |
     sed -n 's/.*Collected : *\([0-9]*\).*/\1/p'
 }
-for how in try acquire global; do
+for how in try acquire global uniform; do
   for keys in 1 8; do
     a=$(count "$how" "$keys" "$n")
     b=$(count "$how" "$keys" $((2 * n)))

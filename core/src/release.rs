@@ -17,20 +17,27 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     /// is never reused, so this cannot touch anyone else's lock.
     pub(crate) fn release_entries(&self, grant: GrantId, entries: &[Entry<K>], since: Instant, counter: Counter) {
         let mut wake = WakeList::new();
-        let mut latches = latch(entries);
         let mut removed = false;
-        for st in latches.iter_mut() {
+        if let [e] = entries {
+            // One key: no list of latches to build.
+            let mut st = e.slot.state.lock();
             if st.remove_holder(grant).is_some() {
                 removed = true;
                 st.collect_wakeable(&self.modes, &mut wake);
             }
+        } else {
+            let mut latches = latch(entries);
+            for st in latches.iter_mut() {
+                if st.remove_holder(grant).is_some() {
+                    removed = true;
+                    st.collect_wakeable(&self.modes, &mut wake);
+                }
+            }
         }
-        drop(latches);
         notify_all(wake);
         // A guard whose grant was force-released frees nothing and is not a release.
         if removed {
-            self.metrics.add(counter, 1);
-            self.metrics.record_hold(since.elapsed());
+            self.metrics.add_and_record_hold(counter, since.elapsed());
         }
     }
 

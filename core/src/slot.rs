@@ -31,6 +31,18 @@ impl<K> Slot<K> {
         Self { key, order, state: Mutex::new(SlotState::new(token_floor)) }
     }
 
+    /// Makes a reclaimed, idle slot the slot of `key`, keeping its allocations (the slot
+    /// itself, its holder list's and queue's capacity). `order` is a fresh creation number
+    /// and `token_floor` the table's floor, as for a new slot.
+    pub(crate) fn reuse(&mut self, key: K, order: u64, token_floor: u64) {
+        self.key = key;
+        self.order = order;
+        let mut st = self.state.lock();
+        debug_assert!(st.is_idle() && st.holders.is_empty());
+        st.last_token = token_floor;
+        st.recent = false;
+    }
+
     /// The key latches are sorted by.
     #[inline]
     pub(crate) fn latch_order(this: &Arc<Self>) -> u64 {

@@ -41,12 +41,8 @@ type IndexHasher = foldhash::fast::FixedState;
 /// Below this many slots a shard is never swept.
 const MIN_SWEEP: usize = 64;
 
-/// What `install` made: the grant, its time and each key's token.
-pub(crate) struct Installed {
-    grant: GrantId,
-    since: Instant,
-    tokens: SmallVec<[u64; 16]>,
-}
+/// The most reclaimed slots a shard keeps for reuse (see `ShardMap::spare`).
+const MAX_SPARE: usize = 64;
 
 /// One key of a resolved request.
 pub(crate) struct Entry<K> {
@@ -90,6 +86,11 @@ struct ShardMap<K> {
     slots: HashTable<(u64, Arc<Slot<K>>)>,
     /// Sweep idle slots when an insert finds this many.
     sweep_at: usize,
+    /// Slots the amortized sweep took out of the index, kept (up to [`MAX_SPARE`]) for the
+    /// next keys new to this shard: a new key then reuses a slot, its allocation and its
+    /// holder list's capacity, instead of a malloc and a free per key. Nothing but this list
+    /// references them. `reclaim()` empties it.
+    spare: Vec<Arc<Slot<K>>>,
 }
 
 /// An in-memory table of reader/writer locks by key, taken all or nothing.
@@ -157,7 +158,7 @@ impl Builder {
             id: TableId(unique_id() ^ foldhash::fast::RandomState::default().hash_one(0u8)),
             modes: self.modes,
             shards: (0..self.shards)
-                .map(|_| RwLock::new(ShardMap { slots: HashTable::new(), sweep_at: MIN_SWEEP }))
+                .map(|_| RwLock::new(ShardMap { slots: HashTable::new(), sweep_at: MIN_SWEEP, spare: Vec::new() }))
                 .collect(),
             shard_mask: self.shards - 1,
             hasher: IndexHasher::default(),
@@ -239,7 +240,17 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         // Relaxed: only uniqueness is needed, and an RMW is atomic in any ordering. A plain
         // std atomic under loom too: creation happens under a shard lock that loom does model.
         let order = self.slot_seq.fetch_add(1, stat::Ordering::Relaxed);
-        let slot = Arc::new(Slot::new(key, order, floor));
+        let slot = match map.spare.pop() {
+            Some(mut spare) => match Arc::get_mut(&mut spare) {
+                Some(s) => {
+                    s.reuse(key, order, floor);
+                    spare
+                }
+                // Unreachable: nothing else references a spare slot. Make a new one anyway.
+                None => Arc::new(Slot::new(key, order, floor)),
+            },
+            None => Arc::new(Slot::new(key, order, floor)),
+        };
         map.slots.insert_unique(hash, (hash, Arc::clone(&slot)), |(h, _)| *h);
         slot
     }
@@ -254,23 +265,32 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     /// sweep unless `all`. Returns how many.
     fn sweep(&self, map: &mut ShardMap<K>, all: bool) -> usize {
         let before = map.slots.len();
-        map.slots.retain(|(_, s)| {
+        let spare = &mut map.spare;
+        let reclaimed = map.slots.extract_if(|(_, s)| {
             // The write lock stops new references from the index; any other reference
             // (a grant, a waiter, a request being prepared) shows in the count.
             if Arc::strong_count(s) > 1 {
-                return true;
+                return false;
             }
             let mut st = s.state.lock();
             if !st.is_idle() {
-                return true; // held through a ticket
+                return false; // held through a ticket
             }
             if std::mem::take(&mut st.recent) && !all {
-                return true; // used since the last sweep: spared once
+                return false; // used since the last sweep: spared once
             }
             // Relaxed: see `slot_for`; the shard lock orders this with later reads.
             self.token_floor.fetch_max(st.last_token, Ordering::Relaxed);
-            false
+            true
         });
+        for (_, slot) in reclaimed {
+            if !all && spare.len() < MAX_SPARE {
+                spare.push(slot);
+            }
+        }
+        if all {
+            *spare = Vec::new();
+        }
         let len = map.slots.len();
         map.sweep_at = (2 * len).max(MIN_SWEEP);
         if map.slots.capacity() > 4 * map.sweep_at {
@@ -353,7 +373,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
 
     /// Whether every key can be granted to a request that arrived at `seq` (`None`: now).
     #[inline]
-    pub(crate) fn all_grantable(&self, latches: &Latches<'_>, entries: &[Entry<K>], seq: Option<u64>) -> bool {
+    fn all_grantable(&self, latches: &Latches<'_>, entries: &[Entry<K>], seq: Option<u64>) -> bool {
         latches.iter().zip(entries).all(|(st, e)| st.grantable(&self.modes, e.mode, seq))
     }
 
@@ -374,11 +394,34 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         queued: Option<(&WaitNode, u64)>,
         refused: impl FnOnce(&mut Latches<'_>, &Prepared<'_, K>) -> R,
     ) -> Option<R> {
+        let seq = queued.map(|(_, seq)| seq);
+        if let [e] = &p.entries[..] {
+            // One key, the common case: one latch and no list of latches to build.
+            let mut st = e.slot.state.lock();
+            if let Some((node, _)) = queued {
+                node.clear();
+            }
+            if !st.grantable(&self.modes, e.mode, seq) {
+                let mut latches = Latches::new();
+                latches.push(st);
+                let r = refused(&mut latches, p);
+                drop(latches);
+                return Some(r);
+            }
+            if let Some(seq) = seq {
+                st.dequeue(seq);
+            }
+            let (grant, since) = (GrantId(unique_id()), Instant::now());
+            let token = st.add_holder(&self.modes, self.holder_record(p, e, grant, since));
+            drop(st);
+            p.entries[0].token = token.map_or(0, |t| t.0);
+            self.granted(p, grant, since);
+            return None;
+        }
         let mut latches = latch(&p.entries);
-        let seq = queued.map(|(node, seq)| {
+        if let Some((node, _)) = queued {
             node.clear();
-            seq
-        });
+        }
         if !self.all_grantable(&latches, &p.entries, seq) {
             let r = refused(&mut latches, p);
             drop(latches);
@@ -389,43 +432,39 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
                 st.dequeue(seq);
             }
         }
-        let done = self.install(&mut latches, p);
+        let (grant, since) = (GrantId(unique_id()), Instant::now());
+        let mut tokens: SmallVec<[u64; 16]> = SmallVec::new();
+        for (st, e) in latches.iter_mut().zip(&p.entries) {
+            let token = st.add_holder(&self.modes, self.holder_record(p, e, grant, since));
+            tokens.push(token.map_or(0, |t| t.0));
+        }
         drop(latches);
-        self.finish(p, done);
+        for (e, t) in p.entries.iter_mut().zip(tokens) {
+            e.token = t;
+        }
+        self.granted(p, grant, since);
         None
     }
 
-    /// Installs the grant in every latched slot. The caller drops the latches, then turns the
-    /// request into a guard with [`finish`](Self::finish).
+    /// The holder record of key `e` of the grant being installed.
     #[inline(always)]
-    fn install(&self, latches: &mut Latches<'_>, p: &Prepared<'_, K>) -> Installed {
-        let grant = GrantId(unique_id());
-        let since = Instant::now();
-        let n_keys = p.entries.len() as u32;
-        let mut tokens = SmallVec::new();
-        for (st, e) in latches.iter_mut().zip(&p.entries) {
-            let rec = HeldBy {
-                grant,
-                owner: p.owner.clone(),
-                mode: e.mode,
-                message: e.message.clone(),
-                since,
-                token: None,
-                n_keys,
-            };
-            tokens.push(st.add_holder(&self.modes, rec).map_or(0, |t| t.0));
+    fn holder_record(&self, p: &Prepared<'_, K>, e: &Entry<K>, grant: GrantId, since: Instant) -> HeldBy {
+        HeldBy {
+            grant,
+            owner: p.owner.clone(),
+            mode: e.mode,
+            message: e.message.clone(),
+            since,
+            token: None,
+            n_keys: p.entries.len() as u32,
         }
-        Installed { grant, since, tokens }
     }
 
-    /// Arms the prepared set with an installed grant.
+    /// Arms the prepared set with its installed grant.
     #[inline(always)]
-    fn finish(&self, p: &mut Prepared<'_, K>, done: Installed) {
-        for (e, t) in p.entries.iter_mut().zip(done.tokens) {
-            e.token = t;
-        }
+    fn granted(&self, p: &mut Prepared<'_, K>, grant: GrantId, since: Instant) {
         self.metrics.add(Counter::Grants, 1);
-        p.arm(done.grant, done.since);
+        p.arm(grant, since);
     }
 
     /// Builds the report of why a request that arrived at `seq` cannot be granted.

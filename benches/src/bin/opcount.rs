@@ -13,11 +13,15 @@
 //!
 //! (instructions of the second minus the first, over 100,000). `ci/opcount.sh` does exactly that.
 //!
-//! Usage: `lockcore-opcount try|acquire|global KEYS OPS`; `global` runs the parking_lot
-//! `Mutex<HashMap>` baseline instead of lockcore.
+//! Usage: `lockcore-opcount try|acquire|global|uniform KEYS OPS`; `global` runs the parking_lot
+//! `Mutex<HashMap>` baseline instead of lockcore; `uniform` runs `try_acquire` on the contention
+//! harness's uniform workload (KEYS distinct keys per command out of 1,000,000, 20% exclusive),
+//! where most keys are new to the table.
 
 use lockcore::{LockTable, Owner, Request};
-use lockcore_benches::{Baseline, Lock, ParkingLotGlobal};
+use lockcore_benches::workload::{SplitMix64, Workload};
+use lockcore_benches::{Access, Baseline, Lock, ParkingLotGlobal};
+use smallvec::SmallVec;
 use std::hint::black_box;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -37,8 +41,10 @@ fn main() -> ExitCode {
         [how, keys, ops] => keys.parse::<u64>().ok().zip(ops.parse::<u64>().ok()).map(|(k, o)| (how.as_str(), k, o)),
         _ => None,
     };
-    let Some((how, keys, ops)) = parsed.filter(|(h, k, _)| ["try", "acquire", "global"].contains(h) && *k >= 1) else {
-        eprintln!("usage: lockcore-opcount try|acquire|global KEYS OPS");
+    let Some((how, keys, ops)) =
+        parsed.filter(|(h, k, _)| ["try", "acquire", "global", "uniform"].contains(h) && *k >= 1)
+    else {
+        eprintln!("usage: lockcore-opcount try|acquire|global|uniform KEYS OPS");
         return ExitCode::from(2);
     };
     let mut sum = 0u64;
@@ -50,6 +56,21 @@ fn main() -> ExitCode {
             g.try_acquire(black_box(&locks)).expect("uncontended");
             g.release(&locks, ());
             sum += 1;
+        }
+    } else if how == "uniform" {
+        let table: LockTable<u64> = LockTable::new();
+        let owner = Owner::new("opcount");
+        let w = Workload::uniform(keys as usize);
+        let mut rng = SplitMix64::new(7);
+        let mut batch: SmallVec<[Lock; 8]> = SmallVec::new();
+        for _ in 0..ops {
+            w.fill(&mut rng, &mut batch);
+            let req = batch.iter().fold(Request::new(owner.clone()), |r, l| match l.access {
+                Access::Shared => r.shared(l.key),
+                Access::Exclusive => r.exclusive(l.key),
+            });
+            let set = table.try_acquire(req).expect("uncontended");
+            sum += set.len() as u64;
         }
     } else {
         let table: LockTable<u64> = LockTable::new();
