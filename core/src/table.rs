@@ -39,10 +39,7 @@ type IndexHasher = foldhash::fast::RandomState;
 type IndexHasher = foldhash::fast::FixedState;
 
 /// Below this many slots a shard is never swept.
-const MIN_SWEEP: usize = 64;
-
-/// The most reclaimed slots a shard keeps for reuse (see `ShardMap::spare`).
-const MAX_SPARE: usize = 64;
+const MIN_SWEEP: usize = 8;
 
 /// One key of a resolved request.
 pub(crate) struct Entry<K> {
@@ -86,7 +83,8 @@ struct ShardMap<K> {
     slots: HashTable<(u64, Arc<Slot<K>>)>,
     /// Sweep idle slots when an insert finds this many.
     sweep_at: usize,
-    /// Slots the amortized sweep took out of the index, kept (up to [`MAX_SPARE`]) for the
+    /// Slots the amortized sweep took out of the index, kept (as many as keys may be added
+    /// before the next sweep) for the
     /// next keys new to this shard: a new key then reuses a slot, its allocation and its
     /// holder list's capacity, instead of a malloc and a free per key. Nothing but this list
     /// references them. `reclaim()` empties it.
@@ -283,16 +281,17 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             self.token_floor.fetch_max(st.last_token, Ordering::Relaxed);
             true
         });
-        for (_, slot) in reclaimed {
-            if !all && spare.len() < MAX_SPARE {
-                spare.push(slot);
-            }
-        }
         if all {
+            reclaimed.for_each(drop);
             *spare = Vec::new();
+        } else {
+            spare.extend(reclaimed.map(|(_, s)| s));
         }
         let len = map.slots.len();
         map.sweep_at = (2 * len).max(MIN_SWEEP);
+        // As many spares as keys the table may add before the next sweep, no more: memory
+        // stays within twice the bound the sweep keeps anyway.
+        map.spare.truncate(map.sweep_at - len);
         if map.slots.capacity() > 4 * map.sweep_at {
             map.slots.shrink_to(map.sweep_at, |(h, _)| *h);
         }
