@@ -16,16 +16,20 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     /// Releases a guard's grant. A record already gone (force-released) is skipped: a grant id
     /// is never reused, so this cannot touch anyone else's lock.
     pub(crate) fn release_entries(&self, grant: GrantId, entries: &[Entry<K>], since: Instant, counter: Counter) {
-        let mut wake = WakeList::new();
-        let mut removed = false;
-        if let [e] = entries {
-            // One key: no list of latches to build.
+        let removed = if let [e] = entries {
+            // One key: no list of latches to build, and no wake list unless someone waits.
             let mut st = e.slot.state.lock();
-            if st.remove_holder(grant).is_some() {
-                removed = true;
+            let removed = st.remove_holder(grant).is_some();
+            if removed && !st.queue.is_empty() {
+                let mut wake = WakeList::new();
                 st.collect_wakeable(&self.modes, &mut wake);
+                drop(st);
+                notify_all(wake);
             }
+            removed
         } else {
+            let mut wake = WakeList::new();
+            let mut removed = false;
             let mut latches = latch(entries);
             for st in latches.iter_mut() {
                 if st.remove_holder(grant).is_some() {
@@ -33,8 +37,10 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
                     st.collect_wakeable(&self.modes, &mut wake);
                 }
             }
-        }
-        notify_all(wake);
+            drop(latches);
+            notify_all(wake);
+            removed
+        };
         // A guard whose grant was force-released frees nothing and is not a release.
         if removed {
             self.metrics.add_and_record_hold(counter, since.elapsed());
