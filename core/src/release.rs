@@ -19,7 +19,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         let removed = if let [e] = entries {
             // One key: no list of latches to build, and no wake list unless someone waits.
             let mut st = e.slot.state.lock();
-            let removed = st.remove_holder(grant).is_some();
+            let removed = st.drop_holder(grant);
             if removed && !st.queue.is_empty() {
                 let mut wake = WakeList::new();
                 st.collect_wakeable(&self.modes, &mut wake);
@@ -32,7 +32,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             let mut removed = false;
             let mut latches = latch(entries);
             for st in latches.iter_mut() {
-                if st.remove_holder(grant).is_some() {
+                if st.drop_holder(grant) {
                     removed = true;
                     st.collect_wakeable(&self.modes, &mut wake);
                 }

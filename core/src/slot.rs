@@ -159,6 +159,20 @@ impl SlotState {
         Some(rec)
     }
 
+    /// Removes and drops the holder record of `grant`; whether there was one. (The release of
+    /// a guard needs no more than that, so nothing is moved out.)
+    #[inline]
+    pub(crate) fn drop_holder(&mut self, grant: GrantId) -> bool {
+        let Some(at) = self.holders.iter().position(|h| h.grant == grant) else { return false };
+        let i = self.holders[at].mode.index();
+        self.counts[i] -= 1;
+        if self.counts[i] == 0 {
+            self.held &= !self.holders[at].mode.bit();
+        }
+        self.holders.swap_remove(at);
+        true
+    }
+
     /// Removes every holder record matching `pred`, in no particular order.
     pub(crate) fn remove_holders_where(&mut self, mut pred: impl FnMut(&HeldBy) -> bool, out: &mut Vec<HeldBy>) {
         let mut i = 0;
@@ -189,13 +203,18 @@ impl SlotState {
     /// Adds to `out` every waiter that this key no longer stops: compatible with the holders
     /// and with the waiters ahead of it. Waiters that another key still blocks will look,
     /// find it so, and park again; that key's release wakes them.
+    #[inline]
     pub(crate) fn collect_wakeable(&self, modes: &ModeTable, out: &mut WakeList) {
         if cfg!(lockcore_mutant = "no_wake") {
             return; // deliberately broken: releases wake nobody
         }
-        if self.queue.is_empty() {
-            return;
+        if !self.queue.is_empty() {
+            self.collect_wakeable_slow(modes, out);
         }
+    }
+
+    #[cold]
+    fn collect_wakeable_slow(&self, modes: &ModeTable, out: &mut WakeList) {
         let mut ahead = 0u8;
         for q in &self.queue {
             let passes = modes.compatible_with_set(q.mode, self.held) && modes.compatible_with_set(q.mode, ahead);
