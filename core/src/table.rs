@@ -41,6 +41,12 @@ type IndexHasher = foldhash::fast::FixedState;
 /// Below this many slots a shard is never swept.
 const MIN_SWEEP: usize = 8;
 
+/// The most idle slots one sweep spares for their recent use (the second chance), per shard.
+/// Without a cap, a stream of keys drawn from a key space far larger than the table (uniform
+/// over 1,000,000 keys) re-marks enough idle slots between sweeps to keep most of the key space
+/// in the table: 800,000 idle slots after 5 s, and every operation a cache miss.
+const IDLE_BUDGET: usize = 32;
+
 /// One key of a resolved request.
 pub(crate) struct Entry<K> {
     pub(crate) slot: Arc<Slot<K>>,
@@ -264,6 +270,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     fn sweep(&self, map: &mut ShardMap<K>, all: bool) -> usize {
         let before = map.slots.len();
         let spare = &mut map.spare;
+        let mut spared = 0;
         let reclaimed = map.slots.extract_if(|(_, s)| {
             // The write lock stops new references from the index; any other reference
             // (a grant, a waiter, a request being prepared) shows in the count.
@@ -274,7 +281,8 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             if !st.is_idle() {
                 return false; // held through a ticket
             }
-            if std::mem::take(&mut st.recent) && !all {
+            if std::mem::take(&mut st.recent) && !all && spared < IDLE_BUDGET {
+                spared += 1;
                 return false; // used since the last sweep: spared once
             }
             // Relaxed: see `slot_for`; the shard lock orders this with later reads.

@@ -1131,6 +1131,25 @@ fn reclaim_returns_the_table_to_idle_and_the_sweep_bounds_it() {
 }
 
 #[test]
+fn random_keys_from_a_large_key_space_stay_bounded() {
+    // Keys drawn at random from a key space much larger than the table: between two sweeps,
+    // enough idle slots are touched again that sparing every recently used one (the second
+    // chance) would let the table grow towards the whole key space. The sweep spares at most
+    // 32 per shard, so one shard never holds more than twice that (plus the key being added).
+    let t = LockTable::<u64>::builder().shards(1).build();
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut peak = 0;
+    for _ in 0..if cfg!(miri) { 300 } else { 200_000 } {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        drop(t.try_acquire(Request::new("A").exclusive(x % 20_000)).unwrap());
+        peak = peak.max(t.key_count());
+    }
+    assert!(peak <= 2 * 32 + 1, "the table grew to {peak} keys");
+}
+
+#[test]
 fn a_reused_slot_starts_clean() {
     // One shard, so new keys reuse the slots the sweep took from old ones (the spare list).
     let t = LockTable::<u64>::builder().shards(1).build();
