@@ -37,7 +37,8 @@ impl<K> Slot<K> {
     pub(crate) fn reuse(&mut self, key: K, order: u64, token_floor: u64) {
         self.key = key;
         self.order = order;
-        let mut st = self.state.lock();
+        // `&mut self`: no other reference exists, so no latch is needed.
+        let st = self.state.get_mut();
         debug_assert!(st.is_idle() && st.holders.is_empty());
         st.last_token = token_floor;
         st.recent = false;
