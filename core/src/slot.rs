@@ -135,6 +135,7 @@ impl SlotState {
     }
 
     /// Records a holder; returns its fencing token for fenced modes.
+    #[inline(always)]
     pub(crate) fn add_holder(&mut self, modes: &ModeTable, mut rec: HeldBy) -> Option<Token> {
         if modes.is_fenced(rec.mode) {
             self.last_token += 1;
@@ -162,7 +163,7 @@ impl SlotState {
 
     /// Removes and drops the holder record of `grant`; whether there was one. (The release of
     /// a guard needs no more than that, so nothing is moved out.)
-    #[inline]
+    #[inline(always)]
     pub(crate) fn drop_holder(&mut self, grant: GrantId) -> bool {
         let Some(at) = self.holders.iter().position(|h| h.grant == grant) else { return false };
         let i = self.holders[at].mode.index();

@@ -239,12 +239,20 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     }
 
     /// The slot of `key`, made if the table has none.
+    #[inline(always)]
     fn slot_for(&self, key: K) -> Arc<Slot<K>> {
         let hash = self.hasher.hash_one(&key);
         let shard = self.shard(hash);
         if let Some((_, s)) = shard.read().slots.find(hash, |(h, s)| *h == hash && s.key == key) {
             return Arc::clone(s);
         }
+        self.insert_slot(shard, hash, key)
+    }
+
+    /// The slow half of [`slot_for`](Self::slot_for): under the shard's write lock, the slot
+    /// of `key` if another thread just made it, else a new (or reused spare) slot.
+    #[inline(never)]
+    fn insert_slot(&self, shard: &Shard<K>, hash: u64, key: K) -> Arc<Slot<K>> {
         let mut map = shard.write();
         if let Some((_, s)) = map.slots.find(hash, |(h, s)| *h == hash && s.key == key) {
             return Arc::clone(s);
