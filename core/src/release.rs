@@ -161,7 +161,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             st.collect_wakeable(&self.modes, &mut wake);
             drop(st);
             for h in removed.drain(..) {
-                let lock = TicketLock { key: slot.key.clone(), mode: h.mode, token: h.token };
+                let lock = TicketLock { key: slot.key.clone(), mode: h.mode, token: h.token() };
                 match index.get(&h.grant) {
                     Some(&i) => tickets[i].locks.push(lock),
                     None => {

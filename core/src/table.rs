@@ -443,7 +443,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             let (grant, since) = (GrantId(unique_id()), Instant::now());
             let token = st.add_holder(&self.modes, self.holder_record(p, e, grant, since));
             drop(st);
-            p.entries[0].token = token.map_or(0, |t| t.0);
+            p.entries[0].token = token;
             self.granted(p, grant, since);
             return None;
         }
@@ -465,7 +465,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         let mut tokens: SmallVec<[u64; 16]> = SmallVec::new();
         for (st, e) in latches.iter_mut().zip(&p.entries) {
             let token = st.add_holder(&self.modes, self.holder_record(p, e, grant, since));
-            tokens.push(token.map_or(0, |t| t.0));
+            tokens.push(token);
         }
         drop(latches);
         for (e, t) in p.entries.iter_mut().zip(tokens) {
@@ -484,7 +484,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             mode: e.mode,
             message: e.message.clone(),
             since,
-            token: None,
+            token: 0,
             n_keys: p.entries.len() as u32,
         }
     }
@@ -514,7 +514,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
                     mode_name: modes.name(h.mode),
                     message: h.message.clone(),
                     since: h.since,
-                    token: h.token,
+                    token: h.token(),
                     blocking: !modes.compatible(e.mode, h.mode),
                 })
                 .collect();
@@ -600,7 +600,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
                             mode: e.mode,
                             message: None,
                             since: Instant::now(),
-                            token: None,
+                            token: 0,
                             n_keys: 0,
                         };
                         st.add_holder(&self.modes, rec);
@@ -631,7 +631,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
                 mode_name: self.modes.name(h.mode),
                 message: h.message.clone(),
                 since: h.since,
-                token: h.token,
+                token: h.token(),
                 blocking: false,
             })
             .collect()
