@@ -102,10 +102,9 @@ struct ShardMap<K> {
     /// Sweep idle slots when an insert finds this many.
     sweep_at: usize,
     /// Slots the amortized sweep took out of the index, kept (as many as keys may be added
-    /// before the next sweep) for the
-    /// next keys new to this shard: a new key then reuses a slot, its allocation and its
-    /// holder list's capacity, instead of a malloc and a free per key. Nothing but this list
-    /// references them. `reclaim()` empties it.
+    /// before the next sweep) for the next keys new to this shard: a new key then reuses a
+    /// slot, its allocation and its holder list's capacity, instead of a malloc and a free per
+    /// key. Nothing but this list references them. `reclaim()` empties it.
     spare: Vec<Arc<Slot<K>>>,
 }
 
