@@ -16,21 +16,34 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     /// Releases a guard's grant. A record already gone (force-released) is skipped: a grant id
     /// is never reused, so this cannot touch anyone else's lock.
     pub(crate) fn release_entries(&self, grant: GrantId, entries: &[Entry<K>], since: Instant, counter: Counter) {
-        let mut wake = WakeList::new();
-        let mut latches = latch(entries);
-        let mut removed = false;
-        for st in latches.iter_mut() {
-            if st.remove_holder(grant).is_some() {
-                removed = true;
+        let removed = if let [e] = entries {
+            // One key: no list of latches to build, and no wake list unless someone waits.
+            let mut st = e.slot.state.lock();
+            let removed = st.drop_holder(grant);
+            if removed && !st.queue.is_empty() {
+                let mut wake = WakeList::new();
                 st.collect_wakeable(&self.modes, &mut wake);
+                drop(st);
+                notify_all(wake);
             }
-        }
-        drop(latches);
-        notify_all(wake);
+            removed
+        } else {
+            let mut wake = WakeList::new();
+            let mut removed = false;
+            let mut latches = latch(entries);
+            for st in latches.iter_mut() {
+                if st.drop_holder(grant) {
+                    removed = true;
+                    st.collect_wakeable(&self.modes, &mut wake);
+                }
+            }
+            drop(latches);
+            notify_all(wake);
+            removed
+        };
         // A guard whose grant was force-released frees nothing and is not a release.
         if removed {
-            self.metrics.add(counter, 1);
-            self.metrics.record_hold(since.elapsed());
+            self.metrics.add_and_record_hold(counter, since.elapsed());
         }
     }
 
@@ -148,7 +161,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             st.collect_wakeable(&self.modes, &mut wake);
             drop(st);
             for h in removed.drain(..) {
-                let lock = TicketLock { key: slot.key.clone(), mode: h.mode, token: h.token, message: h.message };
+                let lock = TicketLock { key: slot.key.clone(), mode: h.mode, token: h.token(), message: h.message };
                 match index.get(&h.grant) {
                     Some(&i) => tickets[i].locks.push(lock),
                     None => {

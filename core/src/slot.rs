@@ -31,6 +31,19 @@ impl<K> Slot<K> {
         Self { key, order, state: Mutex::new(SlotState::new(token_floor)) }
     }
 
+    /// Makes a reclaimed, idle slot the slot of `key`, keeping its allocations (the slot
+    /// itself, its holder list's and queue's capacity). `order` is a fresh creation number
+    /// and `token_floor` the table's floor, as for a new slot.
+    pub(crate) fn reuse(&mut self, key: K, order: u64, token_floor: u64) {
+        self.key = key;
+        self.order = order;
+        // `&mut self`: no other reference exists, so no latch is needed.
+        let st = self.state.get_mut();
+        debug_assert!(st.is_idle() && st.holders.is_empty());
+        st.last_token = token_floor;
+        st.recent = false;
+    }
+
     /// The key latches are sorted by.
     #[inline]
     pub(crate) fn latch_order(this: &Arc<Self>) -> u64 {
@@ -46,9 +59,18 @@ pub(crate) struct HeldBy {
     pub(crate) mode: Mode,
     pub(crate) message: Option<LockMessage>,
     pub(crate) since: Instant,
-    pub(crate) token: Option<Token>,
+    /// The fencing token, or 0 for an unfenced mode (tokens start at 1): a plain `u64` keeps
+    /// the record at 64 bytes, one cache line.
+    pub(crate) token: u64,
     /// Distinct keys in the grant, so a ticket naming a subset is refused.
     pub(crate) n_keys: u32,
+}
+
+impl HeldBy {
+    /// The fencing token as the public API shows it.
+    pub(crate) fn token(&self) -> Option<Token> {
+        (self.token != 0).then_some(Token(self.token))
+    }
 }
 
 /// A waiter's entry on one key.
@@ -121,11 +143,12 @@ impl SlotState {
             && (self.queue.is_empty() || modes.compatible_with_set(mode, self.queued_before(seq)))
     }
 
-    /// Records a holder; returns its fencing token for fenced modes.
-    pub(crate) fn add_holder(&mut self, modes: &ModeTable, mut rec: HeldBy) -> Option<Token> {
+    /// Records a holder; returns its fencing token for fenced modes, 0 otherwise.
+    #[inline(always)]
+    pub(crate) fn add_holder(&mut self, modes: &ModeTable, mut rec: HeldBy) -> u64 {
         if modes.is_fenced(rec.mode) {
             self.last_token += 1;
-            rec.token = Some(Token(self.last_token));
+            rec.token = self.last_token;
         }
         let token = rec.token;
         self.recent = true;
@@ -145,6 +168,20 @@ impl SlotState {
             self.held &= !rec.mode.bit();
         }
         Some(rec)
+    }
+
+    /// Removes and drops the holder record of `grant`; whether there was one. (The release of
+    /// a guard needs no more than that, so nothing is moved out.)
+    #[inline(always)]
+    pub(crate) fn drop_holder(&mut self, grant: GrantId) -> bool {
+        let Some(at) = self.holders.iter().position(|h| h.grant == grant) else { return false };
+        let i = self.holders[at].mode.index();
+        self.counts[i] -= 1;
+        if self.counts[i] == 0 {
+            self.held &= !self.holders[at].mode.bit();
+        }
+        self.holders.swap_remove(at);
+        true
     }
 
     /// Removes every holder record matching `pred`, in no particular order.
@@ -177,13 +214,18 @@ impl SlotState {
     /// Adds to `out` every waiter that this key no longer stops: compatible with the holders
     /// and with the waiters ahead of it. Waiters that another key still blocks will look,
     /// find it so, and park again; that key's release wakes them.
+    #[inline]
     pub(crate) fn collect_wakeable(&self, modes: &ModeTable, out: &mut WakeList) {
         if cfg!(lockcore_mutant = "no_wake") {
             return; // deliberately broken: releases wake nobody
         }
-        if self.queue.is_empty() {
-            return;
+        if !self.queue.is_empty() {
+            self.collect_wakeable_slow(modes, out);
         }
+    }
+
+    #[cold]
+    fn collect_wakeable_slow(&self, modes: &ModeTable, out: &mut WakeList) {
         let mut ahead = 0u8;
         for q in &self.queue {
             let passes = modes.compatible_with_set(q.mode, self.held) && modes.compatible_with_set(q.mode, ahead);

@@ -74,7 +74,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
                     mode: h.mode,
                     message: h.message.clone(),
                     since: h.since,
-                    token: h.token,
+                    token: h.token(),
                 }));
                 waiting.extend(st.queue.iter().map(|q| WaitingLock {
                     key: slot.key.clone(),

@@ -24,6 +24,7 @@ use crate::request::{Item, LockMessage, Request, RequestError, MAX_KEYS};
 use crate::slot::{HeldBy, Slot, SlotState, WakeList};
 use crate::sync::{stat, unique_id, Arc, AtomicU64, MutexGuard, Ordering, RwLock};
 use crate::ticket::{GrantId, TableId, Token};
+use crate::wait::WaitNode;
 use hashbrown::HashTable;
 use smallvec::SmallVec;
 use std::fmt;
@@ -38,14 +39,13 @@ type IndexHasher = foldhash::fast::RandomState;
 type IndexHasher = foldhash::fast::FixedState;
 
 /// Below this many slots a shard is never swept.
-const MIN_SWEEP: usize = 64;
+const MIN_SWEEP: usize = 8;
 
-/// What `install` made: the grant, its time and each key's token.
-pub(crate) struct Installed {
-    grant: GrantId,
-    since: Instant,
-    tokens: SmallVec<[u64; 16]>,
-}
+/// The most idle slots one sweep spares for their recent use (the second chance), per shard.
+/// Without a cap, a stream of keys drawn from a key space far larger than the table (uniform
+/// over 1,000,000 keys) re-marks enough idle slots between sweeps to keep most of the key space
+/// in the table: 800,000 idle slots after 5 s, and every operation a cache miss.
+const IDLE_BUDGET: usize = 32;
 
 /// One key of a resolved request.
 pub(crate) struct Entry<K> {
@@ -73,9 +73,25 @@ pub(crate) fn latch<K>(entries: &[Entry<K>]) -> Latches<'_> {
     entries.iter().map(|e| e.slot.state.lock()).collect()
 }
 
+#[inline]
 pub(crate) fn notify_all(wake: WakeList) {
+    if wake.is_empty() {
+        return; // the common case: nobody queued
+    }
     for node in wake {
         node.notify();
+    }
+}
+
+/// One shard of the index, alone on its cache lines (128 bytes: a line and the adjacent-line
+/// prefetch), so threads working on neighbouring shards do not invalidate each other's lock word.
+#[repr(align(128))]
+struct Shard<K>(RwLock<ShardMap<K>>);
+
+impl<K> std::ops::Deref for Shard<K> {
+    type Target = RwLock<ShardMap<K>>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
 }
 
@@ -85,6 +101,11 @@ struct ShardMap<K> {
     slots: HashTable<(u64, Arc<Slot<K>>)>,
     /// Sweep idle slots when an insert finds this many.
     sweep_at: usize,
+    /// Slots the amortized sweep took out of the index, kept (as many as keys may be added
+    /// before the next sweep) for the next keys new to this shard: a new key then reuses a
+    /// slot, its allocation and its holder list's capacity, instead of a malloc and a free per
+    /// key. Nothing but this list references them. `reclaim()` empties it.
+    spare: Vec<Arc<Slot<K>>>,
 }
 
 /// An in-memory table of reader/writer locks by key, taken all or nothing.
@@ -105,7 +126,7 @@ struct ShardMap<K> {
 pub struct LockTable<K> {
     id: TableId,
     pub(crate) modes: ModeTable,
-    shards: Box<[RwLock<ShardMap<K>>]>,
+    shards: Box<[Shard<K>]>,
     shard_mask: usize,
     hasher: IndexHasher,
     /// No slot starts below this token: raised when a slot is reclaimed, so a key's tokens
@@ -163,7 +184,9 @@ impl Builder {
             id: TableId(unique_id() ^ foldhash::fast::RandomState::default().hash_one(0u8)),
             modes: self.modes,
             shards: (0..self.shards)
-                .map(|_| RwLock::new(ShardMap { slots: HashTable::new(), sweep_at: MIN_SWEEP }))
+                .map(|_| {
+                    Shard(RwLock::new(ShardMap { slots: HashTable::new(), sweep_at: MIN_SWEEP, spare: Vec::new() }))
+                })
                 .collect(),
             shard_mask: self.shards - 1,
             hasher: IndexHasher::default(),
@@ -219,19 +242,27 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     }
 
     #[inline]
-    fn shard(&self, hash: u64) -> &RwLock<ShardMap<K>> {
+    fn shard(&self, hash: u64) -> &Shard<K> {
         // Bits 40.. pick the shard: hashbrown uses the top 7 bits as tags and the low bits as
         // positions, so shard choice stays independent of both.
         &self.shards[(hash >> 40) as usize & self.shard_mask]
     }
 
     /// The slot of `key`, made if the table has none.
+    #[inline(always)]
     fn slot_for(&self, key: K) -> Arc<Slot<K>> {
         let hash = self.hasher.hash_one(&key);
         let shard = self.shard(hash);
         if let Some((_, s)) = shard.read().slots.find(hash, |(h, s)| *h == hash && s.key == key) {
             return Arc::clone(s);
         }
+        self.insert_slot(shard, hash, key)
+    }
+
+    /// The slow half of [`slot_for`](Self::slot_for): under the shard's write lock, the slot
+    /// of `key` if another thread just made it, else a new (or reused spare) slot.
+    #[inline(never)]
+    fn insert_slot(&self, shard: &Shard<K>, hash: u64, key: K) -> Arc<Slot<K>> {
         let mut map = shard.write();
         if let Some((_, s)) = map.slots.find(hash, |(h, s)| *h == hash && s.key == key) {
             return Arc::clone(s);
@@ -245,7 +276,17 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         // Relaxed: only uniqueness is needed, and an RMW is atomic in any ordering. A plain
         // std atomic under loom too: creation happens under a shard lock that loom does model.
         let order = self.slot_seq.fetch_add(1, stat::Ordering::Relaxed);
-        let slot = Arc::new(Slot::new(key, order, floor));
+        let slot = match map.spare.pop() {
+            Some(mut spare) => match Arc::get_mut(&mut spare) {
+                Some(s) => {
+                    s.reuse(key, order, floor);
+                    spare
+                }
+                // Unreachable: nothing else references a spare slot. Make a new one anyway.
+                None => Arc::new(Slot::new(key, order, floor)),
+            },
+            None => Arc::new(Slot::new(key, order, floor)),
+        };
         map.slots.insert_unique(hash, (hash, Arc::clone(&slot)), |(h, _)| *h);
         slot
     }
@@ -260,25 +301,37 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     /// sweep unless `all`. Returns how many.
     fn sweep(&self, map: &mut ShardMap<K>, all: bool) -> usize {
         let before = map.slots.len();
-        map.slots.retain(|(_, s)| {
+        let spare = &mut map.spare;
+        let mut spared = 0;
+        let reclaimed = map.slots.extract_if(|(_, s)| {
             // The write lock stops new references from the index; any other reference
             // (a grant, a waiter, a request being prepared) shows in the count.
             if Arc::strong_count(s) > 1 {
-                return true;
+                return false;
             }
             let mut st = s.state.lock();
             if !st.is_idle() {
-                return true; // held through a ticket
+                return false; // held through a ticket
             }
-            if std::mem::take(&mut st.recent) && !all {
-                return true; // used since the last sweep: spared once
+            if std::mem::take(&mut st.recent) && !all && spared < IDLE_BUDGET {
+                spared += 1;
+                return false; // used since the last sweep: spared once
             }
             // Relaxed: see `slot_for`; the shard lock orders this with later reads.
             self.token_floor.fetch_max(st.last_token, Ordering::Relaxed);
-            false
+            true
         });
+        if all {
+            reclaimed.for_each(drop);
+            *spare = Vec::new();
+        } else {
+            spare.extend(reclaimed.map(|(_, s)| s));
+        }
         let len = map.slots.len();
         map.sweep_at = (2 * len).max(MIN_SWEEP);
+        // As many spares as keys the table may add before the next sweep, no more: memory
+        // stays within twice the bound the sweep keeps anyway.
+        map.spare.truncate(map.sweep_at - len);
         if map.slots.capacity() > 4 * map.sweep_at {
             map.slots.shrink_to(map.sweep_at, |(h, _)| *h);
         }
@@ -308,21 +361,23 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         r
     }
 
-    /// Validates `req`, resolves its keys and collapses duplicates.
-    #[inline(always)]
-    pub(crate) fn prepare(&self, req: Request<K>) -> Result<Prepared<'_, K>, RequestError> {
-        let Request { owner, items } = req;
-        let mut set = LockSet::unarmed(self, owner);
-        self.resolve(items, &mut set.entries)?;
+    /// Validates `req`, resolves its keys and collapses duplicates, into an unarmed guard.
+    ///
+    /// The hot paths (`try_acquire`, `acquire`) do the same inline, so that neither the
+    /// request's item list nor the guard (both several hundred bytes) is moved once more
+    /// through a `Result`.
+    pub(crate) fn prepare(&self, mut req: Request<K>) -> Result<Prepared<'_, K>, RequestError> {
+        let mut set = LockSet::unarmed(self, req.owner);
+        self.resolve(&mut req.items, &mut set.entries)?;
         Ok(set)
     }
 
     /// Validates a request's items and resolves them, in place, to distinct entries sorted by
     /// latch order; a key named twice gets the join of its modes and its first message.
     #[inline(always)]
-    fn resolve(
+    pub(crate) fn resolve(
         &self,
-        items: SmallVec<[Item<K>; 8]>,
+        items: &mut SmallVec<[Item<K>; 8]>,
         entries: &mut SmallVec<[Entry<K>; 16]>,
     ) -> Result<(), RequestError> {
         if items.is_empty() {
@@ -335,7 +390,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             return Err(RequestError::UnknownMode(bad.mode));
         }
         entries.reserve(items.len());
-        for i in items {
+        for i in items.drain(..) {
             entries.push(Entry { slot: self.slot_for(i.key), mode: i.mode, message: i.message, token: 0 });
         }
         if entries.len() > 1 {
@@ -357,41 +412,98 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
 
     /// Whether every key can be granted to a request that arrived at `seq` (`None`: now).
     #[inline]
-    pub(crate) fn all_grantable(&self, latches: &Latches<'_>, entries: &[Entry<K>], seq: Option<u64>) -> bool {
+    fn all_grantable(&self, latches: &Latches<'_>, entries: &[Entry<K>], seq: Option<u64>) -> bool {
         latches.iter().zip(entries).all(|(st, e)| st.grantable(&self.modes, e.mode, seq))
     }
 
-    /// Installs the grant in every latched slot. The caller drops the latches, then turns the
-    /// request into a guard with [`finish`](Self::finish).
+    /// The one place a request is decided with its keys latched (`try_acquire`, `acquire`,
+    /// the first poll of `acquire_async`, and a queued request looking again).
+    ///
+    /// Latches every key of `p` in latch order; for a queued request (`queued` = its node
+    /// and arrival number) clears its notified flag, now that every latch is held (see
+    /// `wait.rs`). If every key can be granted to a request that arrived then (`None`: a new
+    /// arrival, behind every waiter), takes a queued request out of its queues, installs the
+    /// grant, unlatches, arms `p` and returns `None`. Otherwise runs `refused` with the
+    /// latches still held (to report the conflict, or to queue), unlatches, and returns what
+    /// it returned.
     #[inline(always)]
-    pub(crate) fn install(&self, latches: &mut Latches<'_>, p: &Prepared<'_, K>) -> Installed {
-        let grant = GrantId(unique_id());
-        let since = Instant::now();
-        let n_keys = p.entries.len() as u32;
-        let mut tokens = SmallVec::new();
-        for (st, e) in latches.iter_mut().zip(&p.entries) {
-            let rec = HeldBy {
-                grant,
-                owner: p.owner.clone(),
-                mode: e.mode,
-                message: e.message.clone(),
-                since,
-                token: None,
-                n_keys,
-            };
-            tokens.push(st.add_holder(&self.modes, rec).map_or(0, |t| t.0));
+    pub(crate) fn decide<R>(
+        &self,
+        p: &mut Prepared<'_, K>,
+        queued: Option<(&WaitNode, u64)>,
+        refused: impl FnOnce(&mut Latches<'_>, &Prepared<'_, K>) -> R,
+    ) -> Option<R> {
+        let seq = queued.map(|(_, seq)| seq);
+        if let [e] = &p.entries[..] {
+            // One key, the common case: one latch and no list of latches to build.
+            let mut st = e.slot.state.lock();
+            if let Some((node, _)) = queued {
+                node.clear();
+            }
+            if !st.grantable(&self.modes, e.mode, seq) {
+                let mut latches = Latches::new();
+                latches.push(st);
+                let r = refused(&mut latches, p);
+                drop(latches);
+                return Some(r);
+            }
+            if let Some(seq) = seq {
+                st.dequeue(seq);
+            }
+            let (grant, since) = (GrantId(unique_id()), Instant::now());
+            let token = st.add_holder(&self.modes, self.holder_record(p, e, grant, since));
+            drop(st);
+            p.entries[0].token = token;
+            self.granted(p, grant, since);
+            return None;
         }
-        Installed { grant, since, tokens }
-    }
-
-    /// Arms the prepared set with an installed grant.
-    #[inline(always)]
-    pub(crate) fn finish(&self, p: &mut Prepared<'_, K>, done: Installed) {
-        for (e, t) in p.entries.iter_mut().zip(done.tokens) {
+        let mut latches = latch(&p.entries);
+        if let Some((node, _)) = queued {
+            node.clear();
+        }
+        if !self.all_grantable(&latches, &p.entries, seq) {
+            let r = refused(&mut latches, p);
+            drop(latches);
+            return Some(r);
+        }
+        if let Some(seq) = seq {
+            for st in latches.iter_mut() {
+                st.dequeue(seq);
+            }
+        }
+        let (grant, since) = (GrantId(unique_id()), Instant::now());
+        let mut tokens: SmallVec<[u64; 16]> = SmallVec::new();
+        for (st, e) in latches.iter_mut().zip(&p.entries) {
+            let token = st.add_holder(&self.modes, self.holder_record(p, e, grant, since));
+            tokens.push(token);
+        }
+        drop(latches);
+        for (e, t) in p.entries.iter_mut().zip(tokens) {
             e.token = t;
         }
+        self.granted(p, grant, since);
+        None
+    }
+
+    /// The holder record of key `e` of the grant being installed.
+    #[inline(always)]
+    fn holder_record(&self, p: &Prepared<'_, K>, e: &Entry<K>, grant: GrantId, since: Instant) -> HeldBy {
+        HeldBy {
+            grant,
+            owner: p.owner.clone(),
+            mode: e.mode,
+            message: e.message.clone(),
+            since,
+            token: 0,
+            n_keys: p.entries.len() as u32,
+        }
+    }
+
+    /// Arms the prepared set with its installed grant.
+    #[inline(always)]
+    fn granted(&self, p: &mut Prepared<'_, K>, grant: GrantId, since: Instant) {
         self.metrics.add(Counter::Grants, 1);
-        p.arm(done.grant, done.since);
+        p.arm(grant, since);
     }
 
     /// Builds the report of why a request that arrived at `seq` cannot be granted.
@@ -412,7 +524,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
                     mode_name: modes.name(h.mode),
                     message: h.message.clone(),
                     since: h.since,
-                    token: h.token,
+                    token: h.token(),
                     blocking: !modes.compatible(e.mode, h.mode),
                 })
                 .collect();
@@ -481,37 +593,39 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     /// let set = table.try_acquire(Request::new("cmd").exclusive(("vm", 42u64))).unwrap();
     /// assert_eq!(set.len(), 1);
     /// ```
-    pub fn try_acquire(&self, req: Request<K>) -> Result<LockSet<'_, K>, AcquireError<K>> {
-        let mut p = self.prepare(req)?;
-        let mut latches = latch(&p.entries);
-        if self.all_grantable(&latches, &p.entries, None) {
-            let done = self.install(&mut latches, &p);
-            drop(latches);
-            self.finish(&mut p, done);
-            return Ok(p);
-        }
-        let c = self.conflict(&latches, &p, None);
-        if cfg!(lockcore_mutant = "partial") {
-            // Deliberately broken: keeps the keys that were free (not all or nothing).
-            let grant = GrantId(unique_id());
-            for (st, e) in latches.iter_mut().zip(&p.entries) {
-                if st.grantable(&self.modes, e.mode, None) {
-                    let rec = HeldBy {
-                        grant,
-                        owner: p.owner.clone(),
-                        mode: e.mode,
-                        message: None,
-                        since: Instant::now(),
-                        token: None,
-                        n_keys: 0,
-                    };
-                    st.add_holder(&self.modes, rec);
+    pub fn try_acquire(&self, mut req: Request<K>) -> Result<LockSet<'_, K>, AcquireError<K>> {
+        // `prepare`, inline: the guard is built where it is returned from.
+        let mut p = LockSet::unarmed(self, req.owner);
+        self.resolve(&mut req.items, &mut p.entries)?;
+        let refused = self.decide(&mut p, None, |latches, p| {
+            let c = self.conflict(latches, p, None);
+            if cfg!(lockcore_mutant = "partial") {
+                // Deliberately broken: keeps the keys that were free (not all or nothing).
+                let grant = GrantId(unique_id());
+                for (st, e) in latches.iter_mut().zip(&p.entries) {
+                    if st.grantable(&self.modes, e.mode, None) {
+                        let rec = HeldBy {
+                            grant,
+                            owner: p.owner.clone(),
+                            mode: e.mode,
+                            message: None,
+                            since: Instant::now(),
+                            token: 0,
+                            n_keys: 0,
+                        };
+                        st.add_holder(&self.modes, rec);
+                    }
                 }
             }
+            c
+        });
+        match refused {
+            None => Ok(p),
+            Some(c) => {
+                self.metrics.add(Counter::Conflicts, 1);
+                Err(AcquireError::Conflict(Box::new(c)))
+            }
         }
-        drop(latches);
-        self.metrics.add(Counter::Conflicts, 1);
-        Err(AcquireError::Conflict(Box::new(c)))
     }
 
     /// The holders of `key` right now (empty if nobody holds it).
@@ -527,7 +641,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
                 mode_name: self.modes.name(h.mode),
                 message: h.message.clone(),
                 since: h.since,
-                token: h.token,
+                token: h.token(),
                 blocking: false,
             })
             .collect()

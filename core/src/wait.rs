@@ -61,7 +61,7 @@ impl WaitNode {
     }
 
     /// Called with every latch of the request held, just before deciding.
-    fn clear(&self) {
+    pub(crate) fn clear(&self) {
         // Relaxed: the latches order this store before any later `notify` on these keys.
         self.notified.store(false, Ordering::Relaxed);
     }
@@ -88,40 +88,37 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     /// `timed_out`, gives up its place and returns the conflict; if not, keeps it queued.
     fn decide_queued<'t>(
         &'t self,
-        p: Prepared<'t, K>,
+        mut p: Prepared<'t, K>,
         node: &WaitNode,
         seq: u64,
         waker: Option<&Waker>,
         timed_out: bool,
     ) -> Decision<'t, K> {
-        let mut latches = latch(&p.entries);
-        node.clear();
-        if self.all_grantable(&latches, &p.entries, Some(seq)) {
-            for st in latches.iter_mut() {
-                st.dequeue(seq);
+        let refused = self.decide(&mut p, Some((node, seq)), |latches, p| {
+            if timed_out {
+                let c = self.conflict(latches, p, Some(seq));
+                let mut wake = WakeList::new();
+                self.leave_queue(latches, seq, &mut wake);
+                return Some((c, wake));
             }
-            let done = self.install(&mut latches, &p);
-            drop(latches);
-            self.metrics.record_wait(node.since.elapsed());
-            let mut p = p;
-            self.finish(&mut p, done);
-            return Decision::Granted(p);
+            if let Some(w) = waker {
+                // Before unlatching, so a notify after our decision finds the current waker.
+                node.set_waker(w);
+            }
+            None
+        });
+        match refused {
+            None => {
+                self.metrics.record_wait(node.since.elapsed());
+                Decision::Granted(p)
+            }
+            Some(None) => Decision::Wait(p),
+            Some(Some((c, wake))) => {
+                notify_all(wake);
+                self.metrics.add(Counter::Timeouts, 1);
+                Decision::TimedOut(AcquireError::Timeout(Box::new(c)))
+            }
         }
-        if timed_out {
-            let c = self.conflict(&latches, &p, Some(seq));
-            let mut wake = WakeList::new();
-            self.leave_queue(&mut latches, seq, &mut wake);
-            drop(latches);
-            notify_all(wake);
-            self.metrics.add(Counter::Timeouts, 1);
-            return Decision::TimedOut(AcquireError::Timeout(Box::new(c)));
-        }
-        if let Some(w) = waker {
-            // Before unlatching, so a notify after our decision finds the current waker.
-            node.set_waker(w);
-        }
-        drop(latches);
-        Decision::Wait(p)
     }
 
     /// Takes a queued request out of every queue, waking whoever it held up.
@@ -155,28 +152,29 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     /// drop(held);
     /// assert!(table.acquire(Request::new("b").exclusive(1), Duration::from_millis(5)).is_ok());
     /// ```
-    pub fn acquire(&self, req: Request<K>, timeout: Duration) -> Result<LockSet<'_, K>, AcquireError<K>> {
+    pub fn acquire(&self, mut req: Request<K>, timeout: Duration) -> Result<LockSet<'_, K>, AcquireError<K>> {
         let deadline = Instant::now().checked_add(timeout);
         let expired = || deadline.is_some_and(|d| Instant::now() >= d);
-        let mut p = self.prepare(req)?;
-        let mut latches = latch(&p.entries);
-        if self.all_grantable(&latches, &p.entries, None) {
-            let done = self.install(&mut latches, &p);
-            drop(latches);
-            self.finish(&mut p, done);
-            return Ok(p);
-        }
-        if timeout.is_zero() {
-            let c = self.conflict(&latches, &p, None);
-            drop(latches);
-            self.metrics.add(Counter::Timeouts, 1);
-            return Err(AcquireError::Timeout(Box::new(c)));
-        }
-        let node = WaitNode::new(p.owner.clone(), Target::Thread(current()));
-        let seq = self.enqueue(&mut latches, &p, &node);
-        drop(latches);
+        // `prepare`, inline: the guard is built where it is returned from.
+        let mut p = LockSet::unarmed(self, req.owner);
+        self.resolve(&mut req.items, &mut p.entries)?;
+        let queued = self.decide(&mut p, None, |latches, p| {
+            if timeout.is_zero() {
+                return Err(self.conflict(latches, p, None));
+            }
+            let node = WaitNode::new(p.owner.clone(), Target::Thread(current()));
+            let seq = self.enqueue(latches, p, &node);
+            Ok((node, seq))
+        });
+        let (node, seq) = match queued {
+            None => return Ok(p),
+            Some(Err(c)) => {
+                self.metrics.add(Counter::Timeouts, 1);
+                return Err(AcquireError::Timeout(Box::new(c)));
+            }
+            Some(Ok(q)) => q,
+        };
         self.metrics.add(Counter::Waits, 1);
-        let mut p = p;
         loop {
             let timed_out = loop {
                 if node.is_notified() {
@@ -245,16 +243,12 @@ impl<'t, K: Hash + Eq + Clone> Future for Acquire<'t, K> {
         match std::mem::replace(&mut this.state, State::Done) {
             State::Invalid(e) => Poll::Ready(Err(AcquireError::Request(e))),
             State::Start(mut p) => {
-                let mut latches = latch(&p.entries);
-                if table.all_grantable(&latches, &p.entries, None) {
-                    let done = table.install(&mut latches, &p);
-                    drop(latches);
-                    table.finish(&mut p, done);
-                    return Poll::Ready(Ok(p));
-                }
-                let node = WaitNode::new(p.owner.clone(), Target::Task(cx.waker().clone()));
-                let seq = table.enqueue(&mut latches, &p, &node);
-                drop(latches);
+                let queued = table.decide(&mut p, None, |latches, p| {
+                    let node = WaitNode::new(p.owner.clone(), Target::Task(cx.waker().clone()));
+                    let seq = table.enqueue(latches, p, &node);
+                    (node, seq)
+                });
+                let Some((node, seq)) = queued else { return Poll::Ready(Ok(p)) };
                 table.metrics.add(Counter::Waits, 1);
                 this.state = State::Queued { p, node, seq };
                 Poll::Pending

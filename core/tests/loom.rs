@@ -368,3 +368,43 @@ fn refused_request_leaves_no_keys() {
         blockers.len() == 1 // A was refused before B took k1
     });
 }
+
+/// A key taken and released by one thread while another adds the key that makes the
+/// (one-shard) table sweep: the sweep may take the first key's slot out of the index and hand it
+/// to the new key (the spare list), or find it referenced and leave it. Either way the grant is
+/// whole, the key's fencing tokens keep increasing across the reuse, and the table ends idle.
+#[test]
+fn sweep_and_slot_reuse_race_with_a_grant() {
+    const FILLERS: [&str; 15] =
+        ["f1", "f2", "f3", "f4", "f5", "f6", "f7", "f8", "f9", "f10", "f11", "f12", "f13", "f14", "f15"];
+    check("sweep_and_slot_reuse_race_with_a_grant", || {
+        let t = table();
+        let token_of = |set: &lockcore::LockSet<'_, &'static str>| set.token(&"k").unwrap();
+        let first = token_of(&t.try_acquire(Request::new("setup").exclusive("k")).unwrap());
+        // Sixteen keys, each taken and released: the sweep at the ninth cleared `k`'s
+        // second chance, so the next new key sweeps `k` away unless it is in use.
+        for f in FILLERS {
+            drop(t.try_acquire(Request::new("setup").shared(f)).unwrap());
+        }
+        let before = t.key_count();
+        let a = {
+            let t = Arc::clone(&t);
+            thread::spawn(move || {
+                let set = t.try_acquire(Request::new("A").exclusive("k")).unwrap();
+                set.token(&"k").unwrap()
+            })
+        };
+        let b = {
+            let t = Arc::clone(&t);
+            thread::spawn(move || drop(t.try_acquire(Request::new("B").exclusive("new")).unwrap()))
+        };
+        let during = a.join().unwrap();
+        b.join().unwrap();
+        let swept = t.key_count() < before + 1;
+        assert!(during > first, "token went back: {during:?} after {first:?}");
+        let after = token_of(&t.try_acquire(Request::new("after").exclusive("k")).unwrap());
+        assert!(after > during, "token went back: {after:?} after {during:?}");
+        assert_idle(&t, &["k", "new"]);
+        swept
+    });
+}
