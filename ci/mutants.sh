@@ -9,6 +9,8 @@
 #   no_wake    releases wake nobody (lost wake-ups)
 #   skip_keep_record     Durable::keep acknowledges a ticket it never journaled (lost locks)
 #   skip_release_record  Durable::end releases without journaling it (stale locks after a restart)
+#   no_epoch_floor       recovery does not lift fencing tokens above the previous runs'
+#   no_sync              the journal acknowledges commits before any fsync (lost on power loss)
 #   no_intention  path locks take no intention lock on ancestors (a subtree lock misses locks below)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +30,7 @@ expect_caught() {
     LOCKCORE_MUTANT=$mutant CARGO_TARGET_DIR=target/mutant \
       timeout 600 cargo run -q -p lockcore-cli -- crashtest "$@" >"$log" 2>&1 || status=$?
     # The harness reports, and fails on, what it found: turn that into the verdict below.
-    grep -qE "(lost|stale|unreadable)=[1-9]" "$log" && echo "panicked at: $(tail -1 "$log")" >>"$log"
+    grep -qE "(lost|stale|unreadable)=[1-9]|fencing violations=[1-9]" "$log" && echo "panicked at: $(tail -1 "$log")" >>"$log"
   elif [ "$kind" = model ]; then
     LOCKCORE_MUTANT=$mutant CARGO_TARGET_DIR=target/mutant \
       timeout 600 cargo test -p lockcore-model "$@" >"$log" 2>&1 || status=$?
@@ -74,6 +76,10 @@ expect_caught skip_keep_record    "the crash test"              crashtest --kill
 expect_caught skip_keep_record    "the recovery tests"          journal --test recovery
 expect_caught skip_release_record "the crash test"              crashtest --kills 40
 expect_caught skip_release_record "the recovery tests"          journal --test recovery
+expect_caught skip_release_record "the lifecycle model"         model --test lifecycle the_real_engine
+expect_caught no_epoch_floor      "the crash test"              crashtest --kills 40
+expect_caught no_epoch_floor      "the lifecycle model"         model --test lifecycle the_real_engine
+expect_caught no_sync             "the power-cut test"          journal --test recovery acknowledged_tickets_survive
 expect_caught no_intention "the path proptest oracle"           test --test path path_locks_agree_with_the_pairwise_oracle
 expect_caught no_intention "loom: subtree lock vs descendant"   loom_path subtree_lock_races_descendant_lock
 expect_caught no_intention "the stateright path model"          model --test path path_locks_hold_their_properties_on_a_small_tree

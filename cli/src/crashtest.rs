@@ -81,6 +81,11 @@ pub(crate) fn child(opts: &Options) -> Result<(), String> {
 /// What the parent knows from the child's acknowledgements.
 #[derive(Default)]
 struct Ledger {
+    /// The last epoch started, by a child or by the parent's recovery.
+    epoch: u64,
+    /// The highest token acknowledged before the current child started: every token the child
+    /// grants must be above it.
+    floor: u64,
     /// Acknowledged kept, end not begun: must come back.
     live: BTreeSet<u64>,
     /// End begun but not acknowledged: may come back or not.
@@ -111,9 +116,21 @@ impl Ledger {
             return;
         };
         match what {
+            "ready" => {
+                if id <= self.epoch {
+                    println!("the child started epoch {id} after epoch {}", self.epoch);
+                    tally.fencing += 1;
+                }
+                self.epoch = id;
+            }
             "kept" => {
                 self.live.insert(id);
-                self.max_token = self.max_token.max(words.next().and_then(|w| w.parse().ok()).unwrap_or(0));
+                let token = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+                if token != 0 && token <= self.floor {
+                    println!("the child granted token {token}, not above {} from before it started", self.floor);
+                    tally.fencing += 1;
+                }
+                self.max_token = self.max_token.max(token);
                 tally.keeps += 1;
             }
             "ending" => {
@@ -151,7 +168,6 @@ pub(crate) fn run(opts: &Options) -> Result<(), String> {
     let mut rng = Rng(seed);
     let mut ledger = Ledger::default();
     let mut tally = Tally::default();
-    let mut epoch = 0u64;
     for kill in 0..kills {
         let durability = ["each", "group", "os"][rng.below(3) as usize];
         let mut child = Command::new(&exe)
@@ -161,34 +177,45 @@ pub(crate) fn run(opts: &Options) -> Result<(), String> {
             .args(["--compact-at", &(4096 + rng.below(64 << 10)).to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot start the child: {e}"))?;
         let stdout = child.stdout.take().ok_or("the child has no stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
+        let stderr = child.stderr.take().ok_or("the child has no stderr")?;
+        // Read the child's lines as they come, so it never blocks on a full pipe and the kill
+        // lands inside its journal work.
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let errors = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+        ledger.floor = ledger.max_token;
         // One kill in ten lands during the child's own recovery; the rest while it works.
         if rng.below(10) != 0 {
-            if let Some(Ok(line)) = lines.next() {
+            if let Ok(line) = rx.recv_timeout(Duration::from_secs(10)) {
                 ledger.read(&line, &mut tally);
             }
         }
         std::thread::sleep(Duration::from_micros(rng.below(max_delay * 1000 + 1)));
         let _ = child.kill(); // SIGKILL
         let status = child.wait().map_err(|e| e.to_string())?;
-        for line in lines.map_while(Result::ok) {
-            if let Some(e) = line.strip_prefix("ready ") {
-                let e: u64 = e.trim().parse().unwrap_or(0);
-                if e <= epoch {
-                    println!("kill {kill}: the child started epoch {e} after epoch {epoch}");
-                    tally.fencing += 1;
-                }
-                epoch = e;
-            }
+        let _ = reader.join();
+        for line in rx.try_iter() {
             ledger.read(&line, &mut tally);
         }
-        if status.success() {
-            return Err(format!("kill {kill}: the child exited by itself ({status}) instead of being killed"));
+        let errors = errors.join().unwrap_or_default();
+        if std::os::unix::process::ExitStatusExt::signal(&status) != Some(9) {
+            return Err(format!(
+                "kill {kill}: the child ended by itself ({status}) instead of being killed: {}",
+                errors.trim()
+            ));
         }
-        epoch = check(&path, kill, &mut rng, &mut ledger, &mut tally, epoch)?;
+        let before = ledger.epoch;
+        ledger.epoch = check(&path, kill, &mut rng, &mut ledger, &mut tally, before)?;
     }
     println!(
         "acknowledged keeps={} ends={}; recovery re-took {} and cleaned {} tickets; {} torn bytes dropped; \
@@ -204,7 +231,7 @@ pub(crate) fn run(opts: &Options) -> Result<(), String> {
     println!("kills={kills} lost={} stale={} unreadable={}", tally.lost, tally.stale, tally.unreadable);
     let _ = std::fs::remove_dir_all(&dir);
     if tally.lost + tally.stale + tally.unreadable + tally.fencing > 0 {
-        return Err("the crash test found lost, stale or unreadable tickets".into());
+        return Err("the crash test found lost, stale or unreadable tickets, or tokens that went backwards".into());
     }
     Ok(())
 }

@@ -27,9 +27,12 @@ use std::fmt;
 use std::hash::Hash;
 use std::sync::Arc;
 
-/// Fencing tokens of epoch `e` are greater than `e << TOKEN_EPOCH_SHIFT`: a run may grant
-/// 2^40 fenced locks per key before its tokens could reach the next epoch's.
-pub const TOKEN_EPOCH_SHIFT: u32 = 40;
+/// Fencing tokens of epoch `e` are greater than `e << TOKEN_EPOCH_SHIFT`. A run may grant 2^44
+/// (1.7e13) fenced locks in all before its tokens could reach the next epoch's (the table folds
+/// a reclaimed key's last token into a table-wide floor, so the budget is per run, not per key:
+/// 200 days at a million exclusive grants per second); a journal may start
+/// [`MAX_EPOCH`](crate::MAX_EPOCH) = 2^20 runs.
+pub const TOKEN_EPOCH_SHIFT: u32 = 44;
 
 /// The most tasks one kept ticket may wait for.
 pub const MAX_TASKS: usize = 4096;
@@ -197,7 +200,8 @@ impl<K> fmt::Display for RecoveryReport<K> {
 }
 
 /// Why [`Durable::keep`] did not keep a ticket. The ticket is handed back: its locks are
-/// still held in the table, to release (`table().release(&ticket)`) or keep again.
+/// still held in the table, to release (`table().release(&ticket)`) or keep again. After a
+/// journal failure, whether a restart finds the keep is unknown.
 #[derive(Debug)]
 pub struct KeepError<K> {
     /// The ticket, still holding its locks.
@@ -248,7 +252,9 @@ impl<K: fmt::Debug> std::error::Error for KeepError<K> {}
 pub enum EndError {
     /// No such kept ticket (already ended, cleaned, or never kept here).
     NotKept(KeepId),
-    /// The journal could not record the release: the ticket stays kept and its locks held.
+    /// The journal did not acknowledge the release: the locks stay held and the ticket kept in
+    /// this run, but whether a restart finds the release is unknown (after an I/O failure the
+    /// journal refuses further writes until it is reopened).
     Journal(JournalError),
     /// The release was journaled, but the table no longer held the grant (it was
     /// force-released meanwhile): nothing is held any more.
@@ -325,7 +331,9 @@ where
         tasks: &dyn TaskRegistry,
     ) -> Result<(Self, RecoveryReport<K>), OpenError> {
         let start = journal.start()?;
-        let table = builder.token_floor(start.epoch << TOKEN_EPOCH_SHIFT).build();
+        // Deliberately broken (ci/mutants.sh): tokens restart from 1 after every restart.
+        let floor = if cfg!(lockcore_mutant = "no_epoch_floor") { 0 } else { start.epoch << TOKEN_EPOCH_SHIFT };
+        let table = builder.token_floor(floor).build();
         let mut report = RecoveryReport {
             epoch: start.epoch,
             retaken: Vec::new(),
@@ -381,7 +389,9 @@ where
     }
 
     /// The lock table. Locks taken and released through it directly are not journaled; only
-    /// [`Durable::keep`] makes a grant durable.
+    /// [`Durable::keep`] makes a grant durable, and only [`Durable::end`] ends a kept one for
+    /// good: a kept ticket force-released through the table comes back at the next restart
+    /// while its tasks exist.
     pub fn table(&self) -> &LockTable<K> {
         &self.table
     }
@@ -462,8 +472,8 @@ where
     /// the locks are released. Returns the ticket that was held.
     ///
     /// # Errors
-    /// [`EndError::NotKept`] for an unknown id; [`EndError::Journal`] if the release could not
-    /// be recorded (the ticket stays kept and its locks held, so the call can be retried).
+    /// [`EndError::NotKept`] for an unknown id; [`EndError::Journal`] if the journal did not
+    /// acknowledge the release (the locks stay held; see its documentation).
     pub fn end(&self, id: KeepId) -> Result<Ticket<K>, EndError> {
         let kept = self.state.lock().kept.remove(&id).ok_or(EndError::NotKept(id))?;
         // Deliberately broken (ci/mutants.sh): releases the locks without recording it.
@@ -491,7 +501,9 @@ where
             let tasks_of = self.state.lock().kept.get(&id).map(|k| k.tasks.clone());
             match self.end(id) {
                 Ok(ticket) => ended.push(Kept { id, tasks: tasks_of.unwrap_or_default(), ticket }),
-                Err(EndError::NotKept(_)) => {} // ended concurrently
+                // Ended concurrently; or journaled as ended while the table had already lost the
+                // grant (force-released): either way it is no longer kept.
+                Err(EndError::NotKept(_) | EndError::Table(_)) => {}
                 Err(e) => return Err(e),
             }
         }

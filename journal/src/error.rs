@@ -4,9 +4,11 @@ use crate::format::KeepId;
 use std::fmt;
 use std::io;
 
-/// Why a journal could not be read, written or recovered. Nothing is half-applied when one is
-/// returned: a failed append leaves the in-memory state as it was, and the journal refuses
-/// further writes once the file may disagree with memory (see [`JournalError::Failed`]).
+/// Why a journal could not be read, written or recovered.
+///
+/// After a failed append, fsync or compaction the outcome of that commit is *unknown*: the record
+/// may or may not be found by the next start. The journal then refuses every further write
+/// ([`JournalError::Failed`]) until it is reopened, when recovery decides from the file.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum JournalError {
@@ -46,6 +48,13 @@ pub enum JournalError {
         /// The decoder's message.
         message: String,
     },
+    /// Another process has the journal open.
+    Locked(String),
+    /// A kept record larger than [`MAX_RECORD`](crate::format::MAX_RECORD) allows.
+    RecordTooLarge(usize),
+    /// The journal has started [`MAX_EPOCH`](crate::MAX_EPOCH) epochs: its fencing tokens are
+    /// used up. Start a new journal (and a new token space for the resources that check them).
+    EpochsExhausted(u64),
     /// A keep for an id that is already kept (a caller bug: ids are never reused).
     AlreadyKept(KeepId),
     /// A release of an id that is not kept (already released, or never kept).
@@ -116,6 +125,11 @@ impl fmt::Display for JournalError {
                 write!(f, "the journal is damaged at byte {offset}: the record there is unreadable because {reason}")
             }
             Self::Payload { id, message } => write!(f, "the record of {id} does not decode: {message}"),
+            Self::Locked(msg) => write!(f, "the journal is in use: {msg}"),
+            Self::RecordTooLarge(n) => write!(f, "a kept record of {n} bytes is over the journal's record limit"),
+            Self::EpochsExhausted(e) => {
+                write!(f, "the journal has used all its epochs ({e}): fencing tokens would wrap")
+            }
             Self::AlreadyKept(id) => write!(f, "{id} is already kept"),
             Self::NotKept(id) => write!(f, "{id} is not kept: it was already released or never kept"),
             Self::Failed { cause } => {

@@ -2,18 +2,19 @@
 //!
 //! ```text
 //! header   = magic "LCKJRNL\0" (8 bytes) | format version (u32 LE) | flags (u32 LE, 0)
-//! record   = length (u32 LE) | crc32 (u32 LE) | body (length bytes)
+//! record   = length (u32 LE) | crc32 of the length (u32 LE) | crc32 of the body (u32 LE) | body
 //! body     = kind (u8) | fields
 //!   kind 1 = epoch    | epoch (u64 LE)
 //!   kind 2 = keep     | id (u64 LE) | payload (the rest: the kept ticket, encoded by the caller)
 //!   kind 3 = release  | id (u64 LE)
 //! ```
 //!
-//! The checksum covers the length field and the body, so a zeroed or shifted length is caught
-//! like any other damage. Records are only ever appended, so a crash can damage only the last
-//! one: a record that runs past the end of the file, or a damaged record followed by nothing but
-//! zeros (a file extended by the filesystem but never written), is a *torn tail* and is dropped.
-//! Damage anywhere else is [`Corruption`], never guessed around.
+//! The length has a checksum of its own, so a damaged length is told apart from a record cut
+//! short by a crash: only a record whose *verified* length runs past the end of the file is torn.
+//! Records are only ever appended, so a crash can damage only the last one: a record cut short,
+//! a head cut short, or a damaged record followed by nothing but zeros (a file extended by the
+//! filesystem but never written) is a *torn tail* and is dropped. Damage anywhere else is
+//! [`Corruption`], never guessed around.
 
 use crate::error::{Corruption, JournalError};
 use std::fmt;
@@ -24,8 +25,8 @@ pub const MAGIC: [u8; 8] = *b"LCKJRNL\0";
 pub const FORMAT_VERSION: u32 = 1;
 /// Header length in bytes.
 pub const HEADER_LEN: usize = 16;
-/// Length field plus checksum.
-pub const RECORD_HEAD: usize = 8;
+/// Length field, its checksum, and the body's checksum.
+pub const RECORD_HEAD: usize = 12;
 /// The largest record body accepted: bounds what a damaged length field can make a reader
 /// allocate, and what one kept ticket may weigh (4096 keys of a few hundred bytes fit).
 pub const MAX_RECORD: u32 = 16 << 20;
@@ -94,17 +95,13 @@ pub fn encode(record: &Record<'_>, out: &mut Vec<u8>) {
             out.extend_from_slice(&id.0.to_le_bytes());
         }
     }
+    // Callers keep bodies under MAX_RECORD; a larger one gets a length that fails to verify.
     let len = u32::try_from(out.len() - start - RECORD_HEAD).unwrap_or(u32::MAX);
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    let crc = checksum(&out[start..start + 4], &out[start + RECORD_HEAD..]);
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-}
-
-fn checksum(len: &[u8], body: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(len);
-    h.update(body);
-    h.finalize()
+    let len_crc = crc32fast::hash(&len.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&len_crc.to_le_bytes());
+    let body_crc = crc32fast::hash(&out[start + RECORD_HEAD..]);
+    out[start + 8..start + 12].copy_from_slice(&body_crc.to_le_bytes());
 }
 
 /// Checks the header of a journal file.
@@ -184,23 +181,30 @@ impl<'a> Scanner<'a> {
             self.end = Some(torn());
             return None;
         }
-        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
-        let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
+        let word = |i: usize| u32::from_le_bytes([rest[i], rest[i + 1], rest[i + 2], rest[i + 3]]);
+        let (len, len_crc, body_crc) = (word(0), word(4), word(8));
+        if all_zero(rest) {
+            // Space the filesystem allocated but nobody wrote.
+            self.end = Some(torn());
+            return None;
+        }
+        if crc32fast::hash(&rest[..4]) != len_crc {
+            // A whole head was written with the record; a head that does not verify is damage.
+            self.end = Some(End::Corrupt { offset: at as u64, reason: Corruption::Length(len) });
+            return None;
+        }
         if len == 0 || len > MAX_RECORD {
-            self.end = Some(if all_zero(rest) {
-                torn()
-            } else {
-                End::Corrupt { offset: at as u64, reason: Corruption::Length(len) }
-            });
+            self.end = Some(End::Corrupt { offset: at as u64, reason: Corruption::Length(len) });
             return None;
         }
         let end = RECORD_HEAD + len as usize;
         if end > rest.len() {
+            // A verified length that runs past the end: the append was cut short.
             self.end = Some(torn());
             return None;
         }
         let body = &rest[RECORD_HEAD..end];
-        if checksum(&rest[..4], body) != crc {
+        if crc32fast::hash(body) != body_crc {
             // A damaged record is a torn write only if nothing written follows it.
             self.end = Some(if all_zero(&rest[end..]) {
                 torn()
@@ -314,11 +318,10 @@ mod tests {
                 b[byte] ^= 1 << bit;
                 let (got, end) = scan(&b);
                 assert_eq!(got, recs[..1].to_vec());
+                // Never mistaken for a torn tail, not even a length flipped to run past the end.
                 match end {
                     End::Corrupt { offset, .. } => assert_eq!(offset, second as u64),
-                    // A flipped length can make the record run past the end of the file.
-                    End::TornTail { offset, .. } => assert_eq!(offset, second as u64),
-                    End::Clean => panic!("flip at byte {byte} bit {bit} went unnoticed"),
+                    other => panic!("flip at byte {byte} bit {bit}: {other:?}"),
                 }
             }
         }
@@ -347,8 +350,8 @@ mod tests {
         let start = bytes.len();
         encode(&Record::Epoch(1), &mut bytes);
         bytes[start + RECORD_HEAD] = 77; // rewrite the kind, then fix the checksum
-        let crc = checksum(&bytes[start..start + 4], &bytes[start + RECORD_HEAD..]);
-        bytes[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        let crc = crc32fast::hash(&bytes[start + RECORD_HEAD..]);
+        bytes[start + 8..start + 12].copy_from_slice(&crc.to_le_bytes());
         encode(&Record::Epoch(2), &mut bytes);
         assert_eq!(scan(&bytes).1, End::Corrupt { offset: start as u64, reason: Corruption::UnknownKind(77) });
     }

@@ -29,5 +29,5 @@ pub use durable::{
 };
 pub use error::{Corruption, JournalError};
 pub use format::KeepId;
-pub use log::{Durability, FileJournal, Journal, JournalStats, LogJournal, OpenOptions, Start, Tail};
+pub use log::{Durability, FileJournal, Journal, JournalStats, LogJournal, OpenOptions, Start, Tail, MAX_EPOCH};
 pub use storage::{FileStorage, MemoryStorage, Storage, Syncer};

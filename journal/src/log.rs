@@ -7,11 +7,12 @@
 //! appended before it started is covered by it; the others wait for it), or none.
 //! The log is compacted (rewritten with only the live records, then atomically renamed over
 //! the old file) when it grows past [`OpenOptions::compact_at`] and holds more than half dead
-//! records, and at every start when it holds any dead record, so its size stays proportional
-//! to the live set.
+//! records, and at every start (which is how the new epoch is written), so its size stays
+//! proportional to the live set. A compaction that fails stops the journal: after the rename
+//! nobody knows which file a restart will find, so no further commit may be acknowledged.
 
 use crate::error::{io as io_err, Corruption, JournalError};
-use crate::format::{self, End, KeepId, Record, Scanner, HEADER_LEN, RECORD_HEAD};
+use crate::format::{self, End, KeepId, Record, Scanner, HEADER_LEN, MAX_RECORD, RECORD_HEAD};
 use crate::storage::{FileStorage, Storage};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::collections::HashMap;
@@ -64,7 +65,12 @@ pub struct Tail {
     /// Damage found before the end of the file and salvaged by dropping everything from it on
     /// (only with [`OpenOptions::salvage`]): its offset, what was wrong and the bytes dropped.
     pub salvaged: Option<(u64, Corruption, u64)>,
+    /// Where the damaged file was copied before the salvage rewrote it (file journals).
+    pub damaged_copy: Option<std::path::PathBuf>,
 }
+
+/// Epochs must stay below this: fencing tokens of epoch `e` start at `e << 44`.
+pub const MAX_EPOCH: u64 = 1 << 20;
 
 /// When a commit is durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,10 +226,15 @@ impl<S: Storage> LogJournal<S> {
     pub fn compact(&self) -> Result<(), JournalError> {
         let mut st = self.state.lock();
         check_usable(&st)?;
-        compact(&mut st)
+        compact_or_stop(&mut st)
     }
 
     fn commit(&self, record: Record<'_>) -> Result<(), JournalError> {
+        if let Record::Keep { payload, .. } = record {
+            if payload.len() > MAX_RECORD as usize - 9 {
+                return Err(JournalError::RecordTooLarge(payload.len()));
+            }
+        }
         let mut st = self.state.lock();
         check_usable(&st)?;
         match record {
@@ -258,15 +269,18 @@ impl<S: Storage> LogJournal<S> {
         }
         st.scratch = buf;
         let mine = st.written;
-        if st.len >= self.options.compact_at && st.len > 2 * (st.live_bytes + HEADER_LEN as u64 + 17) {
+        if st.len >= self.options.compact_at && st.len > 2 * (st.live_bytes + EPOCH_FILE) {
             // Compaction writes and syncs a whole new file, which covers this commit. If it
-            // fails, the old file is intact and holds the commit: carry on and sync that.
-            let _ = compact(&mut st);
+            // fails, this commit may be in a file that was just renamed away: not acknowledged.
+            compact_or_stop(&mut st)?;
         }
         self.make_durable(st, mine)
     }
 
     fn make_durable(&self, mut st: MutexGuard<'_, State<S>>, mine: u64) -> Result<(), JournalError> {
+        if cfg!(lockcore_mutant = "no_sync") {
+            return Ok(()); // deliberately broken (ci/mutants.sh): acknowledges before any fsync
+        }
         match self.options.durability {
             Durability::Os => Ok(()),
             Durability::SyncEach => {
@@ -329,10 +343,21 @@ fn check_usable<S>(st: &State<S>) -> Result<(), JournalError> {
     Ok(())
 }
 
+/// A file with only a header and an epoch record.
+const EPOCH_FILE: u64 = (HEADER_LEN + RECORD_HEAD + 9) as u64;
+
+fn compact_or_stop<S: Storage>(st: &mut State<S>) -> Result<(), JournalError> {
+    let res = compact(st);
+    if let Err(e) = &res {
+        st.failed = Some(format!("compaction failed: {e}"));
+    }
+    res
+}
+
 fn compact<S: Storage>(st: &mut State<S>) -> Result<(), JournalError> {
     let mut ids: Vec<KeepId> = st.live.keys().copied().collect();
     ids.sort_unstable();
-    let mut out = Vec::with_capacity(HEADER_LEN + 17 + st.live_bytes as usize);
+    let mut out = Vec::with_capacity(EPOCH_FILE as usize + st.live_bytes as usize);
     format::encode_header(&mut out);
     format::encode(&Record::Epoch(st.epoch), &mut out);
     for id in ids {
@@ -353,7 +378,10 @@ impl<S: Storage> Journal for LogJournal<S> {
         if st.started {
             return Err(JournalError::Failed { cause: "the journal was already started".into() });
         }
-        let bytes = st.storage.read_all().map_err(io_err("reading the journal"))?;
+        let bytes = st.storage.read_all().map_err(|e| match e.kind() {
+            std::io::ErrorKind::WouldBlock => JournalError::Locked(e.to_string()),
+            _ => JournalError::Io { op: "reading the journal", source: e },
+        })?;
         let mut tail = Tail::default();
         if bytes.is_empty() {
             // A new journal: header and first epoch land together, atomically.
@@ -393,12 +421,12 @@ impl<S: Storage> Journal for LogJournal<S> {
                 break;
             }
         }
+        // Nothing is cut here: the compaction below rewrites the file from what was read.
         let valid_end = match (damage, scanner.end()) {
             (Some((offset, reason)), _) => Some((offset, reason)),
             (None, Some(End::Corrupt { offset, reason })) => Some((*offset, reason.clone())),
-            (None, Some(End::TornTail { offset, dropped })) => {
+            (None, Some(End::TornTail { dropped, .. })) => {
                 tail.torn_bytes = *dropped;
-                st.storage.truncate(*offset).map_err(io_err("dropping a torn record"))?;
                 None
             }
             (None, _) => None,
@@ -407,8 +435,11 @@ impl<S: Storage> Journal for LogJournal<S> {
             if !self.options.salvage {
                 return Err(JournalError::Corrupt { offset, reason });
             }
+            tail.damaged_copy = st.storage.preserve(&bytes).map_err(io_err("copying the damaged journal"))?;
             tail.salvaged = Some((offset, reason, bytes.len() as u64 - offset));
-            st.storage.truncate(offset).map_err(io_err("dropping damaged records"))?;
+        }
+        if epoch + 1 >= MAX_EPOCH {
+            return Err(JournalError::EpochsExhausted(epoch));
         }
         let live_bytes: u64 = live.values().map(|r| r.len() as u64).sum();
         let kept =
@@ -419,8 +450,7 @@ impl<S: Storage> Journal for LogJournal<S> {
         st.started = true;
         // The new epoch is written by compaction (always, so the file holds only the live set
         // from here on) and is durable before any lock of this run is granted.
-        let res = compact(&mut st);
-        if let Err(e) = res {
+        if let Err(e) = compact(&mut st) {
             st.started = false;
             return Err(e);
         }

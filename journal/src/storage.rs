@@ -12,8 +12,9 @@ pub trait Storage: Send {
     fn read_all(&mut self) -> io::Result<Vec<u8>>;
     /// Appends bytes at the end (not yet durable: see [`Storage::syncer`]).
     fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
-    /// Cuts the store to `len` bytes, durably (drops a torn tail).
-    fn truncate(&mut self, len: u64) -> io::Result<()>;
+    /// Keeps a copy of damaged content before a salvage rewrites it, so the evidence survives;
+    /// returns where it went.
+    fn preserve(&mut self, bytes: &[u8]) -> io::Result<Option<PathBuf>>;
     /// Replaces the whole content with `bytes`, atomically and durably: after a crash at any
     /// moment the store holds either the old content or the new.
     fn replace(&mut self, bytes: &[u8]) -> io::Result<()>;
@@ -24,37 +25,79 @@ pub trait Storage: Send {
 
 /// Makes appended bytes durable. See [`Storage::syncer`].
 #[derive(Clone, Debug)]
-pub struct Syncer(Option<Arc<File>>);
+pub struct Syncer(SyncTarget);
+
+#[derive(Clone, Debug)]
+enum SyncTarget {
+    None,
+    File(Arc<File>),
+    Memory(Arc<parking_lot::Mutex<MemoryImage>>),
+}
 
 impl Syncer {
-    /// A syncer with nothing to do (memory storage).
+    /// A syncer with nothing to do.
     pub fn none() -> Self {
-        Self(None)
+        Self(SyncTarget::None)
     }
 
-    /// Flushes the file's data to the device (`fdatasync`).
+    /// Flushes the file's data to the device (`fdatasync`); for memory storage, marks what was
+    /// appended so far as surviving a [`MemoryStorage::power_cut`].
     ///
     /// # Errors
     /// The operating system's error.
     pub fn sync(&self) -> io::Result<()> {
         match &self.0 {
-            Some(f) => f.sync_data(),
-            None => Ok(()),
+            SyncTarget::None => Ok(()),
+            SyncTarget::File(f) => f.sync_data(),
+            SyncTarget::Memory(m) => {
+                let mut m = m.lock();
+                m.synced = m.bytes.len();
+                Ok(())
+            }
         }
     }
 }
 
 /// A journal file on disk.
+///
+/// While it is in use, it holds an exclusive lock on `<path>.lock`, so two processes cannot run
+/// on one journal (they would both start the same epoch, and the later compaction would orphan
+/// the other's records).
 #[derive(Debug)]
 pub struct FileStorage {
     path: PathBuf,
     file: Option<Arc<File>>,
+    lock: Option<File>,
 }
 
 impl FileStorage {
     /// The file at `path` (created when the journal starts, if missing).
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into(), file: None }
+        Self { path: path.into(), file: None, lock: None }
+    }
+
+    fn sibling(&self, suffix: &str) -> PathBuf {
+        let mut name = self.path.clone().into_os_string();
+        name.push(suffix);
+        PathBuf::from(name)
+    }
+
+    fn take_lock(&mut self) -> io::Result<()> {
+        if self.lock.is_some() {
+            return Ok(());
+        }
+        let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(self.sibling(".lock"))?;
+        match f.try_lock() {
+            Ok(()) => {
+                self.lock = Some(f);
+                Ok(())
+            }
+            Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!("another process has the journal {} open", self.path.display()),
+            )),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
     }
 
     /// The file's path.
@@ -82,6 +125,9 @@ impl FileStorage {
 
 impl Storage for FileStorage {
     fn read_all(&mut self) -> io::Result<Vec<u8>> {
+        self.take_lock()?;
+        // A compaction that crashed before its rename leaves its new file behind: unused.
+        let _ = fs::remove_file(self.sibling(".compact"));
         let mut f = match File::open(&self.path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -99,38 +145,51 @@ impl Storage for FileStorage {
         f.write_all(bytes)
     }
 
-    fn truncate(&mut self, len: u64) -> io::Result<()> {
-        let f = self.open()?;
-        f.set_len(len)?;
-        f.sync_all()
+    fn preserve(&mut self, bytes: &[u8]) -> io::Result<Option<PathBuf>> {
+        let copy = self.sibling(".damaged");
+        let mut f = File::create(&copy)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        Ok(Some(copy))
     }
 
     fn replace(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let mut tmp_name = self.path.clone().into_os_string();
-        tmp_name.push(".compact");
-        let tmp = PathBuf::from(tmp_name);
+        self.take_lock()?;
+        let tmp = self.sibling(".compact");
         {
             let mut f = File::create(&tmp)?;
             f.write_all(bytes)?;
             f.sync_all()?;
         }
-        fs::rename(&tmp, &self.path)?;
-        self.sync_dir()?;
+        // From the rename on, the old file is unlinked: never write to it again, even if what
+        // follows fails (the caller then stops, since the rename's durability is unknown).
         self.file = None;
+        fs::rename(&tmp, &self.path)?;
         self.open()?;
-        Ok(())
+        self.sync_dir()
     }
 
     fn syncer(&self) -> Syncer {
-        Syncer(self.file.clone())
+        match &self.file {
+            Some(f) => Syncer(SyncTarget::File(f.clone())),
+            None => Syncer::none(),
+        }
     }
 }
 
-/// Journal bytes in memory, shared between clones: a "crash" is dropping the journal and
-/// starting a new one on a clone of the storage. Everything appended counts as durable, as it
-/// is for a process killed with SIGKILL (the kernel keeps written bytes).
+/// Journal bytes in memory, shared between clones: a process crash is dropping the journal and
+/// starting a new one on a clone of the storage (everything appended survives, as the kernel
+/// keeps a killed process's writes); a power cut is [`MemoryStorage::power_cut`], which keeps
+/// only what was synced.
 #[derive(Clone, Debug, Default)]
-pub struct MemoryStorage(Arc<parking_lot::Mutex<Vec<u8>>>);
+pub struct MemoryStorage(Arc<parking_lot::Mutex<MemoryImage>>);
+
+#[derive(Debug, Default)]
+struct MemoryImage {
+    bytes: Vec<u8>,
+    /// How many bytes a sync (or an atomic replace) has made durable.
+    synced: usize,
+}
 
 impl MemoryStorage {
     /// An empty store.
@@ -140,12 +199,22 @@ impl MemoryStorage {
 
     /// A store holding `bytes` (a journal image, or any bytes to test the decoder with).
     pub fn from_bytes(bytes: Vec<u8>) -> Self {
-        Self(Arc::new(parking_lot::Mutex::new(bytes)))
+        let synced = bytes.len();
+        Self(Arc::new(parking_lot::Mutex::new(MemoryImage { bytes, synced })))
     }
 
     /// A copy of the bytes stored.
     pub fn bytes(&self) -> Vec<u8> {
-        self.0.lock().clone()
+        self.0.lock().bytes.clone()
+    }
+
+    /// Simulates losing power: of the bytes appended since the last sync, only the first
+    /// `survive` (at most all of them) are kept, as a device may have written part of them.
+    pub fn power_cut(&self, survive: usize) {
+        let mut m = self.0.lock();
+        let keep = (m.synced + survive).min(m.bytes.len());
+        m.bytes.truncate(keep);
+        m.synced = keep;
     }
 }
 
@@ -155,21 +224,22 @@ impl Storage for MemoryStorage {
     }
 
     fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.0.lock().extend_from_slice(bytes);
+        self.0.lock().bytes.extend_from_slice(bytes);
         Ok(())
     }
 
-    fn truncate(&mut self, len: u64) -> io::Result<()> {
-        self.0.lock().truncate(usize::try_from(len).unwrap_or(usize::MAX));
-        Ok(())
+    fn preserve(&mut self, _bytes: &[u8]) -> io::Result<Option<PathBuf>> {
+        Ok(None)
     }
 
     fn replace(&mut self, bytes: &[u8]) -> io::Result<()> {
-        *self.0.lock() = bytes.to_vec();
+        let mut m = self.0.lock();
+        m.bytes = bytes.to_vec();
+        m.synced = m.bytes.len();
         Ok(())
     }
 
     fn syncer(&self) -> Syncer {
-        Syncer::none()
+        Syncer(SyncTarget::Memory(self.0.clone()))
     }
 }
