@@ -2,6 +2,8 @@
 # Fuzzes lockcore with cargo-fuzz (libFuzzer, nightly, AddressSanitizer) for a fixed time.
 #
 # Usage: ci/fuzz.sh TARGET|all SECONDS
+#        ci/fuzz.sh minimize TARGET        (shrink fuzz/corpus/TARGET to the inputs that add coverage)
+#        ci/fuzz.sh minimize TARGET FILE   (shrink one crashing input; the result is printed)
 #
 #   table_ops      one thread, every result compared with a sequential oracle
 #   table_threads  2-3 threads, shadow invariant checker, no barging, no lost wake-ups
@@ -26,9 +28,16 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 usage() {
-  echo "usage: ci/fuzz.sh TARGET|all SECONDS" >&2
+  echo "usage: ci/fuzz.sh TARGET|all SECONDS | ci/fuzz.sh minimize TARGET [CRASH-FILE]" >&2
   exit 2
 }
+if [ "${1:-}" = minimize ]; then
+  [ $# -ge 2 ] || usage
+  if [ $# -eq 3 ]; then
+    exec cargo +nightly fuzz tmin --release --debug-assertions "$2" "$3"
+  fi
+  exec cargo +nightly fuzz cmin --release --debug-assertions "$2" "fuzz/corpus/$2"
+fi
 [ $# -eq 2 ] || usage
 what=$1
 secs=$2
