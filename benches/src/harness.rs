@@ -77,6 +77,10 @@ pub trait Contender: Sync {
     fn name(&self) -> &'static str;
     /// One closed-loop run of `threads` threads for `dur`.
     fn run(&self, w: &Sampler, threads: usize, dur: Duration, seed: u64) -> RunResult;
+    /// One open-loop run: `threads` threads together issue `rate` commands/s on a fixed
+    /// schedule for `dur`; latency is from each command's scheduled time to its grant, so a
+    /// table that falls behind is charged for the queue it builds (no coordinated omission).
+    fn run_open(&self, w: &Sampler, threads: usize, dur: Duration, rate: f64, seed: u64) -> RunResult;
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -153,6 +157,134 @@ impl<B: Baseline> Contender for B {
             r
         })
     }
+
+    fn run_open(&self, w: &Sampler, threads: usize, dur: Duration, rate: f64, seed: u64) -> RunResult {
+        let start = Barrier::new(threads);
+        let t0 = Instant::now() + Duration::from_millis(5);
+        let results: Vec<ThreadResult> = thread::scope(|s| {
+            let workers: Vec<_> = (0..threads)
+                .map(|t| {
+                    let start = &start;
+                    let seed = seed ^ (t as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+                    s.spawn(move || {
+                        start.wait();
+                        open_loop(self, w, seed, Schedule { t, n: threads, rate, t0, dur })
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|h| h.join().expect("worker panicked")).collect()
+        });
+        let elapsed_s = t0.elapsed().as_secs_f64();
+        let mut r = RunResult {
+            commands: 0,
+            keys: 0,
+            elapsed_s,
+            conflicts: 0,
+            retries: 0,
+            per_thread: Vec::with_capacity(threads),
+            latency: new_histogram(),
+            max_wait_small_ns: 0,
+            max_wait_big_ns: 0,
+            allocations: 0,
+            table_keys_load: None,
+            table_keys_idle: self.table_keys(),
+            rss_load_kib: None,
+        };
+        for t in results {
+            r.commands += t.commands;
+            r.keys += t.keys;
+            r.conflicts += t.conflicts;
+            r.retries += t.retries;
+            r.per_thread.push(t.commands);
+            r.latency.add(&t.latency).expect("same bounds");
+            r.max_wait_small_ns = r.max_wait_small_ns.max(t.max_small);
+            r.max_wait_big_ns = r.max_wait_big_ns.max(t.max_big);
+            r.allocations += t.allocations;
+        }
+        r
+    }
+}
+
+/// An open-loop schedule: thread `t` of `n` owns every `n`-th slot of `rate` commands/s from
+/// `t0` for `dur`.
+#[derive(Clone, Copy)]
+struct Schedule {
+    t: usize,
+    n: usize,
+    rate: f64,
+    t0: Instant,
+    dur: Duration,
+}
+
+/// Open loop: one thread's share of a [`Schedule`].
+fn open_loop<B: Baseline>(imp: &B, w: &Sampler, seed: u64, sched: Schedule) -> ThreadResult {
+    let wl = *w.workload();
+    let mut rng = SplitMix64::new(seed);
+    let mut batch: SmallVec<[Lock; 8]> = SmallVec::new();
+    let mut r = ThreadResult {
+        commands: 0,
+        keys: 0,
+        conflicts: 0,
+        retries: 0,
+        latency: new_histogram(),
+        max_small: 0,
+        max_big: 0,
+        allocations: 0,
+    };
+    let Schedule { t, n, rate, t0, dur } = sched;
+    let step = n as f64 / rate;
+    let mut slot = t as f64 / rate;
+    let end = t0 + dur;
+    // A table that falls behind stops at twice the run's length, its backlog unserved.
+    let hard_end = end + dur;
+    loop {
+        let due = t0 + Duration::from_secs_f64(slot);
+        if due >= end || Instant::now() >= hard_end {
+            break;
+        }
+        while Instant::now() < due {
+            std::hint::spin_loop();
+        }
+        let big = w.fill(&mut rng, &mut batch);
+        let allocs_before = thread_allocations();
+        let held = match imp.try_acquire(&batch) {
+            Some(h) => h,
+            None => {
+                r.conflicts += 1;
+                r.retries += 1;
+                let mut backoff = Backoff::new();
+                loop {
+                    let got = if wl.wait {
+                        imp.acquire(&batch, WAIT_SLICE)
+                    } else {
+                        backoff.snooze();
+                        imp.try_acquire(&batch)
+                    };
+                    match got {
+                        Some(h) => break h,
+                        None => r.retries += 1,
+                    }
+                }
+            }
+        };
+        let granted = Instant::now();
+        if wl.hold_ns > 0 {
+            hold(granted, wl.hold_ns);
+        }
+        imp.release(&batch, held);
+        r.allocations += thread_allocations() - allocs_before;
+        let ns = u64::try_from(granted.saturating_duration_since(due).as_nanos()).unwrap_or(u64::MAX).max(1);
+        r.latency.saturating_record(ns);
+        if big {
+            r.max_big = r.max_big.max(ns);
+        } else {
+            r.max_small = r.max_small.max(ns);
+        }
+        r.commands += 1;
+        r.keys += batch.len() as u64;
+        slot += step;
+    }
+    r
 }
 
 /// Waits until `ns` nanoseconds have passed since `from`, busy.
@@ -431,4 +563,61 @@ fn summarise(name: &'static str, rs: &[RunResult], count_allocs: bool) -> ImplSu
         rss_load_kib: last.and_then(|r| r.rss_load_kib),
         runs_cmds_per_s: rates,
     }
+}
+
+/// One implementation's latency under a set load.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpenSummary {
+    /// Implementation name.
+    pub name: &'static str,
+    /// Offered load, commands/s.
+    pub offered_per_s: f64,
+    /// Completed, commands/s (below the offered load when the table fell behind).
+    pub achieved_per_s: f64,
+    /// Latency from scheduled start to grant, over all runs, nanoseconds.
+    pub p50_ns: u64,
+    /// 99th percentile.
+    pub p99_ns: u64,
+    /// 99.9th percentile.
+    pub p999_ns: u64,
+    /// Longest.
+    pub max_ns: u64,
+}
+
+/// Open-loop runs of every implementation at `rate` commands/s, interleaved over `reps` rounds.
+pub fn run_open_cell(
+    imps: &[Box<dyn Contender>],
+    w: &Workload,
+    threads: usize,
+    rate: f64,
+    reps: usize,
+    run: Duration,
+) -> Vec<OpenSummary> {
+    let sampler = w.sampler();
+    let n = imps.len();
+    let mut runs: Vec<Vec<RunResult>> = vec![Vec::new(); n];
+    for rep in 0..reps {
+        for k in 0..n {
+            let i = (k + rep) % n;
+            runs[i].push(imps[i].run_open(&sampler, threads, run, rate, 0xFEED ^ ((rep as u64) << 32)));
+        }
+    }
+    imps.iter()
+        .zip(&runs)
+        .map(|(imp, rs)| {
+            let mut lat = new_histogram();
+            for r in rs {
+                lat.add(&r.latency).expect("same bounds");
+            }
+            OpenSummary {
+                name: imp.name(),
+                offered_per_s: rate,
+                achieved_per_s: median(&rs.iter().map(RunResult::cmds_per_s).collect::<Vec<_>>()),
+                p50_ns: lat.value_at_quantile(0.50),
+                p99_ns: lat.value_at_quantile(0.99),
+                p999_ns: lat.value_at_quantile(0.999),
+                max_ns: lat.max(),
+            }
+        })
+        .collect()
 }

@@ -132,4 +132,23 @@ mod tests {
         }
         assert!(s.best_baseline().is_some());
     }
+
+    #[test]
+    fn an_open_loop_cell_meets_a_low_rate() {
+        let only = ["pl-mutex+condvar".to_string()];
+        let rows = crate::harness::run_open_cell(
+            &contenders(Some(&only)),
+            &Workload::uniform(8),
+            2,
+            20_000.0,
+            1,
+            Duration::from_millis(50),
+        );
+        assert_eq!(rows.len(), 2);
+        for r in &rows {
+            // 1,000 commands scheduled; a loaded debug build may fall a little behind.
+            assert!(r.achieved_per_s > 5_000.0, "{}: {}", r.name, r.achieved_per_s);
+            assert!(r.p50_ns > 0 && r.p50_ns <= r.max_ns);
+        }
+    }
 }

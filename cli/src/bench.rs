@@ -2,7 +2,9 @@
 //! workload matrix of `lockcore-benches`, with interleaved runs, a table, JSON and SVG plots.
 
 use crate::Options;
-use lockcore_benches::harness::{clock_cost_ns, loadavg, run_cell, CellConfig, CellSummary, ImplSummary};
+use lockcore_benches::harness::{
+    clock_cost_ns, loadavg, run_cell, run_open_cell, CellConfig, CellSummary, ImplSummary, OpenSummary,
+};
 use lockcore_benches::matrix::{contenders, matrix, Row};
 use lockcore_benches::CountingAlloc;
 use std::io::{IsTerminal, Write};
@@ -249,9 +251,13 @@ pub(crate) fn run(opts: &Options) -> Result<(), String> {
     }
     let headline = cells.iter().find(|c| c.workload == HEADLINE.0 && c.threads == HEADLINE.1);
     let headline_ratio = headline.and_then(|c| Some(c.get("lockcore")?.cmds_per_s / c.best_baseline()?.cmds_per_s));
+    let open = match headline {
+        Some(c) if !opts.has("quick") => open_loop(&s, c),
+        _ => Vec::new(),
+    };
     let load_end = loadavg();
     if let Some(path) = opts.value("json") {
-        write_json(path, &cells, clock, cpus, load_start, load_end, headline_ratio)?;
+        write_json(path, &cells, &open, clock, cpus, load_start, load_end, headline_ratio)?;
         println!("wrote {path}");
     }
     if let Some(dir) = opts.value("plot") {
@@ -266,9 +272,49 @@ pub(crate) fn run(opts: &Options) -> Result<(), String> {
     Ok(())
 }
 
+/// Latency under a set load: the headline workload at 50% and 80% of the best correct
+/// baseline's closed-loop capacity, every implementation, interleaved.
+fn open_loop(s: &Settings, headline: &CellSummary) -> Vec<OpenSummary> {
+    let Some(best) = headline.best_baseline() else { return Vec::new() };
+    let row = matrix().into_iter().find(|r| r.workload.name == HEADLINE.0).expect("headline workload in the matrix");
+    let mut out = Vec::new();
+    for pct in [50.0, 80.0] {
+        let rate = best.cmds_per_s * pct / 100.0;
+        let imps = contenders(s.impls.as_deref());
+        let rows = run_open_cell(&imps, &row.workload, HEADLINE.1, rate, s.cell.reps, s.cell.run);
+        println!();
+        println!(
+            "== open loop: {} at {} threads, {pct:.0}% of {}'s capacity = {:.3} Mcmd/s offered; {} runs x {:.2} s; load {} ==",
+            HEADLINE.0,
+            HEADLINE.1,
+            best.name,
+            rate / 1e6,
+            s.cell.reps,
+            s.cell.run.as_secs_f64(),
+            fmt_load(loadavg())
+        );
+        println!("{:<20} {:>10} {:>8} {:>8} {:>8} {:>8}", "implementation", "achieved", "p50", "p99", "p999", "max");
+        for o in &rows {
+            println!(
+                "{:<20} {:>9.0}% {:>8} {:>8} {:>8} {:>8}",
+                o.name,
+                o.achieved_per_s / rate * 100.0,
+                ns(o.p50_ns),
+                ns(o.p99_ns),
+                ns(o.p999_ns),
+                ns(o.max_ns)
+            );
+        }
+        out.extend(rows);
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
 fn write_json(
     path: &str,
     cells: &[CellSummary],
+    open: &[OpenSummary],
     clock: f64,
     cpus: usize,
     load_start: Option<[f64; 3]>,
@@ -288,6 +334,7 @@ fn write_json(
                    of the runs; latency percentiles over all runs of a cell; acquire latency is \
                    from the first try to the grant, two clock reads per command",
         "cells": cells,
+        "open_loop": open,
     });
     let text = serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?;
     std::fs::write(path, text + "\n").map_err(|e| format!("{path}: {e}"))
