@@ -12,7 +12,7 @@ use crate::alloc::thread_allocations;
 use crate::baseline::{Backoff, Baseline, Lock};
 use crate::workload::{Sampler, SplitMix64, Workload};
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
@@ -397,10 +397,10 @@ pub fn median(v: &[f64]) -> f64 {
 
 /// One implementation's figures in one cell: medians over the interleaved runs, latency
 /// percentiles over all of them together.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImplSummary {
     /// Implementation name.
-    pub name: &'static str,
+    pub name: String,
     /// Commands/s of every measured run, in run order.
     pub runs_cmds_per_s: Vec<f64>,
     /// Median commands/s.
@@ -436,10 +436,10 @@ pub struct ImplSummary {
 }
 
 /// One cell: a workload at a thread count, every implementation.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CellSummary {
     /// Workload name.
-    pub workload: &'static str,
+    pub workload: String,
     /// Threads.
     pub threads: usize,
     /// Keys per command (normal commands).
@@ -522,7 +522,7 @@ pub fn run_cell(
     }
     let impls = imps.iter().zip(&runs).map(|(imp, rs)| summarise(imp.name(), rs, c.count_allocs)).collect();
     CellSummary {
-        workload: w.name,
+        workload: w.name.to_string(),
         threads: c.threads,
         batch: w.batch,
         hold_ns: w.hold_ns,
@@ -534,7 +534,7 @@ pub fn run_cell(
     }
 }
 
-fn summarise(name: &'static str, rs: &[RunResult], count_allocs: bool) -> ImplSummary {
+fn summarise(name: &str, rs: &[RunResult], count_allocs: bool) -> ImplSummary {
     let per = |f: &dyn Fn(&RunResult) -> f64| median(&rs.iter().map(f).collect::<Vec<_>>());
     let rates: Vec<f64> = rs.iter().map(RunResult::cmds_per_s).collect();
     let m = median(&rates);
@@ -545,7 +545,7 @@ fn summarise(name: &'static str, rs: &[RunResult], count_allocs: bool) -> ImplSu
     }
     let last = rs.last();
     ImplSummary {
-        name,
+        name: name.to_string(),
         cmds_per_s: m,
         keys_per_s: per(&|r| r.keys as f64 / r.elapsed_s),
         spread_pct: if m > 0.0 { (hi - lo) / m * 100.0 } else { 0.0 },

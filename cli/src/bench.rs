@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static ALLOCATOR: CountingAlloc = CountingAlloc;
 
-const KNOWN: &[&str] = &["workload", "threads", "seconds", "reps", "warmup", "impls", "quick", "json", "plot", "list"];
+const KNOWN: &[&str] =
+    &["workload", "threads", "seconds", "reps", "warmup", "impls", "quick", "json", "plot", "list", "replot"];
 
 /// The headline cell: uniform batch 8 at 2 threads.
 const HEADLINE: (&str, usize) = ("uniform8", 2);
@@ -203,6 +204,9 @@ pub(crate) fn run(opts: &Options) -> Result<(), String> {
         }
         return Ok(());
     }
+    if let Some(json) = opts.value("replot") {
+        return replot(json, opts.value("plot").ok_or("--replot FILE needs --plot DIR")?);
+    }
     let s = settings(opts)?;
     let plan: Vec<(&Row, usize)> = s
         .rows
@@ -338,6 +342,17 @@ fn write_json(
     });
     let text = serde_json::to_string_pretty(&v).map_err(|e| e.to_string())?;
     std::fs::write(path, text + "\n").map_err(|e| format!("{path}: {e}"))
+}
+
+/// Draws the plots of an earlier run from its `--json` file.
+fn replot(json: &str, dir: &str) -> Result<(), String> {
+    let text = std::fs::read_to_string(json).map_err(|e| format!("{json}: {e}"))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{json}: {e}"))?;
+    let cells: Vec<CellSummary> = serde_json::from_value(v.get("cells").cloned().unwrap_or_default())
+        .map_err(|e| format!("{json}: cells: {e}"))?;
+    let files = crate::bench_plot::write(std::path::Path::new(dir), &cells)?;
+    println!("wrote {files} plots to {dir} from {json}");
+    Ok(())
 }
 
 /// Used by the plots: an implementation's figure in a cell.

@@ -41,6 +41,7 @@ commands:
               RwLock, atomic-word limit) over a named workload matrix, interleaved runs
               --workload NAME[,NAME]  --threads L  --seconds S (0.3)  --reps N (5, >= 5)
               --warmup S (0.1)  --impls L  --json FILE  --plot DIR  --list  --quick (< 60 s)
+              --replot FILE --plot DIR (plots of an earlier --json run)
               last line: ratio_vs_best_baseline=X.XX (uniform8, 2 threads)
   help        print this text";
 
