@@ -364,3 +364,31 @@ pub(crate) fn find<'a>(
 ) -> Option<&'a ImplSummary> {
     cells.iter().find(|c| c.workload == workload && c.threads == threads)?.get(name)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(args: &[&str]) -> Options {
+        Options::parse(&args.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("parses")
+    }
+
+    #[test]
+    fn quick_is_the_headline_cell_only() {
+        let s = settings(&opts(&["--quick"])).expect("valid");
+        assert_eq!(s.rows.len(), 1);
+        assert_eq!(s.rows[0].workload.name, HEADLINE.0);
+        assert_eq!(s.threads, Some(vec![HEADLINE.1]));
+        assert!(s.cell.reps >= 5);
+    }
+
+    #[test]
+    fn fewer_than_five_reps_and_unknown_workloads_are_refused() {
+        assert!(settings(&opts(&["--reps", "4"])).is_err());
+        assert!(settings(&opts(&["--workload", "nope"])).is_err());
+        assert!(settings(&opts(&["--threads", "0"])).is_err());
+        let s = settings(&opts(&["--workload", "hot4,zipf8", "--threads", "1,16"])).expect("valid");
+        assert_eq!(s.rows.len(), 2);
+        assert_eq!(s.threads, Some(vec![1, 16]));
+    }
+}

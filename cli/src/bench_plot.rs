@@ -173,3 +173,18 @@ impl Chart<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axis_labels_are_short() {
+        assert_eq!(sig3(0.6000000001), "0.6");
+        assert_eq!(sig3(12.345), "12.3");
+        assert_eq!(sig3(3000.0), "3000");
+        assert_eq!(duration_ns(100.0), "100 ns");
+        assert_eq!(duration_ns(2500.0), "2.5 us");
+        assert_eq!(duration_ns(1.0e7), "10 ms");
+    }
+}
