@@ -16,6 +16,7 @@ step "loom";          ci/loom.sh
 step "mutants";       ci/mutants.sh
 step "model check";   ci/check.sh
 step "demo";          cargo run --release --quiet -p lockcore-cli -- demo --seconds 2
+step "bench quick";   cargo run --release --quiet -p lockcore-cli -- bench --quick
 step "crash test";    cargo run --release --quiet -p lockcore-cli -- crashtest --kills 200
 step "footprint";     cargo run --release --quiet -p lockcore-cli -- footprint --keys 10000000
 step "miri";          ci/miri.sh

@@ -57,6 +57,10 @@ impl Baseline for Lockcore {
     fn release(&self, _: &[Lock], held: LockSet<'_, u64>) {
         drop(held);
     }
+
+    fn table_keys(&self) -> Option<usize> {
+        Some(self.table.key_count())
+    }
 }
 
 #[cfg(test)]

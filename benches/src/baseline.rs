@@ -53,6 +53,11 @@ pub trait Baseline: Sync {
 
     /// Gives back a grant of `locks`.
     fn release(&self, locks: &[Lock], held: Self::Held<'_>);
+
+    /// Keys the table stores now (idle ones included), where it can say cheaply.
+    fn table_keys(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// The retry policy every spinning loop here uses: `2^n` spin hints for the first attempts,
@@ -139,12 +144,12 @@ pub(crate) mod tests {
         use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::SeqCst};
         let shadow: Vec<AtomicI64> = (0..8).map(|_| AtomicI64::new(0)).collect();
         let violations = AtomicU64::new(0);
-        let w = Workload { name: "test", keys: 8, batch: 3, exclusive_percent: 50 };
+        let w = Workload { name: "test", keys: 8, batch: 3, exclusive_percent: 50, ..Workload::uniform(3) }.sampler();
         let n = if cfg!(debug_assertions) { 3_000 } else { 30_000 };
         let start = std::sync::Barrier::new(3);
         std::thread::scope(|s| {
             for t in 0..3 {
-                let (shadow, violations, start) = (&shadow, &violations, &start);
+                let (shadow, violations, start, w) = (&shadow, &violations, &start, &w);
                 s.spawn(move || {
                     let mut rng = SplitMix64::new(t);
                     let mut batch = smallvec::SmallVec::new();

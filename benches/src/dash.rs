@@ -101,6 +101,10 @@ impl Baseline for DashCounts {
             self.give_back(l);
         }
     }
+
+    fn table_keys(&self) -> Option<usize> {
+        Some(self.map.len())
+    }
 }
 
 /// A held per-key lock of [`DashRwLocks`].
@@ -176,6 +180,10 @@ impl Baseline for DashRwLocks {
 
     fn release(&self, _: &[Lock], held: Self::Held<'_>) {
         drop(held);
+    }
+
+    fn table_keys(&self) -> Option<usize> {
+        Some(self.map.len())
     }
 }
 

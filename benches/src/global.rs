@@ -137,6 +137,10 @@ impl Baseline for StdGlobal {
             self.released.notify_all();
         }
     }
+
+    fn table_keys(&self) -> Option<usize> {
+        Some(self.lock().entries.len())
+    }
 }
 
 /// Counted entries in one `HashMap` behind `parking_lot::Mutex`, waiters on a `parking_lot::Condvar`.
@@ -185,6 +189,10 @@ impl Baseline for ParkingLotGlobal {
         if wake {
             self.released.notify_all();
         }
+    }
+
+    fn table_keys(&self) -> Option<usize> {
+        Some(self.table.lock().entries.len())
     }
 }
 

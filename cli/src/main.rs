@@ -4,10 +4,14 @@
 //!   contention, printing what it did;
 //! - `lockcore footprint [--keys N]`: acquires and releases N distinct keys and shows the table's
 //!   size and the process's memory returning to idle;
+//! - `lockcore bench [--workload NAME] [--quick] [--json FILE] [--plot DIR]`: lockcore against
+//!   the designs users would pick instead, over a named workload matrix;
 //! - `lockcore crashtest [--kills N]`: kills a process that keeps durable tickets, recovers
 //!   after each kill and checks that nothing is lost or stale.
 #![forbid(unsafe_code)]
 
+mod bench;
+mod bench_plot;
 mod check;
 mod crashtest;
 mod demo;
@@ -34,10 +38,16 @@ commands:
               and check that nothing acknowledged is lost and nothing ended comes back
               --kills N (200)  --seed S  --dir D (a temporary directory)  --max-delay-ms M (25)
               last line: kills=N lost=L stale=S unreadable=U
+  bench       lockcore against the baselines (global mutex, DashMap, per-key RwLock, tokio
+              RwLock, atomic-word limit) over a named workload matrix, interleaved runs
+              --workload NAME[,NAME]  --threads L  --seconds S (0.3)  --reps N (5, >= 5)
+              --warmup S (0.1)  --impls L  --json FILE  --plot DIR  --list  --quick (< 60 s)
+              --replot FILE --plot DIR (plots of an earlier --json run)
+              last line: ratio_vs_best_baseline=X.XX (uniform8, 2 threads)
   help        print this text";
 
 /// Options that take no value.
-const FLAGS: &[&str] = &["list-mutants", "explore", "bfs"];
+const FLAGS: &[&str] = &["list-mutants", "explore", "bfs", "quick", "list"];
 
 /// Parsed `--name value` options.
 pub(crate) struct Options(Vec<(String, String)>);
@@ -97,6 +107,7 @@ fn run(args: &[String]) -> Result<(), String> {
     let opts = Options::parse(rest)?;
     match cmd {
         "demo" => demo::run(&opts),
+        "bench" => bench::run(&opts),
         "footprint" => footprint::run(&opts),
         "check" => check::run(&opts),
         "crashtest" => crashtest::run(&opts),

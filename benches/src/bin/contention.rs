@@ -118,6 +118,7 @@ impl<B: Baseline> Contender for B {
 /// One thread's commands until `stop`: returns (commands done, retries).
 fn closed_loop<B: Baseline>(imp: &B, w: Workload, seed: u64, stop: &AtomicBool, start: &Barrier) -> (u64, u64) {
     let mut rng = SplitMix64::new(seed);
+    let w = w.sampler();
     let mut batch: SmallVec<[Lock; 8]> = SmallVec::new();
     let (mut cmds, mut retries) = (0u64, 0u64);
     start.wait();

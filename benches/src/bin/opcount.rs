@@ -60,7 +60,7 @@ fn main() -> ExitCode {
     } else if how == "uniform" {
         let table: LockTable<u64> = LockTable::new();
         let owner = Owner::new("opcount");
-        let w = Workload::uniform(keys as usize);
+        let w = Workload::uniform(keys as usize).sampler();
         let mut rng = SplitMix64::new(7);
         let mut batch: SmallVec<[Lock; 8]> = SmallVec::new();
         for _ in 0..ops {
