@@ -30,7 +30,7 @@ expect_caught() {
     LOCKCORE_MUTANT=$mutant CARGO_TARGET_DIR=target/mutant \
       timeout 600 cargo run -q -p lockcore-cli -- crashtest "$@" >"$log" 2>&1 || status=$?
     # The harness reports, and fails on, what it found: turn that into the verdict below.
-    grep -qE "(lost|stale|unreadable)=[1-9]|fencing violations=[1-9]" "$log" && echo "panicked at: $(tail -1 "$log")" >>"$log"
+    grep -qE "(lost|stale|unreadable)=[1-9]|fencing violations=[1-9]|the child failed by itself" "$log" && echo "panicked at: $(tail -1 "$log")" >>"$log"
   elif [ "$kind" = model ]; then
     LOCKCORE_MUTANT=$mutant CARGO_TARGET_DIR=target/mutant \
       timeout 600 cargo test -p lockcore-model "$@" >"$log" 2>&1 || status=$?

@@ -210,7 +210,7 @@ pub(crate) fn run(opts: &Options) -> Result<(), String> {
         let errors = errors.join().unwrap_or_default();
         if std::os::unix::process::ExitStatusExt::signal(&status) != Some(9) {
             return Err(format!(
-                "kill {kill}: the child ended by itself ({status}) instead of being killed: {}",
+                "kill {kill}: the child failed by itself ({status}) before it was killed: {}",
                 errors.trim()
             ));
         }
