@@ -101,6 +101,66 @@ struct ThreadResult {
     allocations: u64,
 }
 
+impl ThreadResult {
+    fn new() -> Self {
+        Self {
+            commands: 0,
+            keys: 0,
+            conflicts: 0,
+            retries: 0,
+            latency: new_histogram(),
+            max_small: 0,
+            max_big: 0,
+            allocations: 0,
+        }
+    }
+
+    /// Counts one command: its acquire latency `ns`, its kind and size.
+    fn record(&mut self, ns: u64, big: bool, keys: usize) {
+        self.latency.saturating_record(ns);
+        if big {
+            self.max_big = self.max_big.max(ns);
+        } else {
+            self.max_small = self.max_small.max(ns);
+        }
+        self.commands += 1;
+        self.keys += keys as u64;
+    }
+}
+
+/// Takes `batch`, retrying until granted: waiting in slices for waiting workloads, trying again
+/// with backoff otherwise; counts the conflict and the retries. `None` once `stop` is raised.
+fn acquire_retrying<'b, B: Baseline>(
+    imp: &'b B,
+    batch: &[Lock],
+    wait: bool,
+    r: &mut ThreadResult,
+    stop: Option<&AtomicBool>,
+) -> Option<B::Held<'b>> {
+    if let Some(h) = imp.try_acquire(batch) {
+        return Some(h);
+    }
+    r.conflicts += 1;
+    r.retries += 1;
+    let mut backoff = Backoff::new();
+    loop {
+        // Relaxed: a flag polled for exit; nothing is published through it.
+        if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            return None;
+        }
+        let got = if wait {
+            imp.acquire(batch, WAIT_SLICE)
+        } else {
+            backoff.snooze();
+            imp.try_acquire(batch)
+        };
+        match got {
+            Some(h) => return Some(h),
+            None => r.retries += 1,
+        }
+    }
+}
+
 impl<B: Baseline> Contender for B {
     fn name(&self) -> &'static str {
         Baseline::name(self)
@@ -221,16 +281,7 @@ fn open_loop<B: Baseline>(imp: &B, w: &Sampler, seed: u64, sched: Schedule) -> T
     let wl = *w.workload();
     let mut rng = SplitMix64::new(seed);
     let mut batch: SmallVec<[Lock; 8]> = SmallVec::new();
-    let mut r = ThreadResult {
-        commands: 0,
-        keys: 0,
-        conflicts: 0,
-        retries: 0,
-        latency: new_histogram(),
-        max_small: 0,
-        max_big: 0,
-        allocations: 0,
-    };
+    let mut r = ThreadResult::new();
     let Schedule { t, n, rate, t0, dur } = sched;
     let step = n as f64 / rate;
     let mut slot = t as f64 / rate;
@@ -247,26 +298,7 @@ fn open_loop<B: Baseline>(imp: &B, w: &Sampler, seed: u64, sched: Schedule) -> T
         }
         let big = w.fill(&mut rng, &mut batch);
         let allocs_before = thread_allocations();
-        let held = match imp.try_acquire(&batch) {
-            Some(h) => h,
-            None => {
-                r.conflicts += 1;
-                r.retries += 1;
-                let mut backoff = Backoff::new();
-                loop {
-                    let got = if wl.wait {
-                        imp.acquire(&batch, WAIT_SLICE)
-                    } else {
-                        backoff.snooze();
-                        imp.try_acquire(&batch)
-                    };
-                    match got {
-                        Some(h) => break h,
-                        None => r.retries += 1,
-                    }
-                }
-            }
-        };
+        let Some(held) = acquire_retrying(imp, &batch, wl.wait, &mut r, None) else { break };
         let granted = Instant::now();
         if wl.hold_ns > 0 {
             hold(granted, wl.hold_ns);
@@ -274,14 +306,7 @@ fn open_loop<B: Baseline>(imp: &B, w: &Sampler, seed: u64, sched: Schedule) -> T
         imp.release(&batch, held);
         r.allocations += thread_allocations() - allocs_before;
         let ns = u64::try_from(granted.saturating_duration_since(due).as_nanos()).unwrap_or(u64::MAX).max(1);
-        r.latency.saturating_record(ns);
-        if big {
-            r.max_big = r.max_big.max(ns);
-        } else {
-            r.max_small = r.max_small.max(ns);
-        }
-        r.commands += 1;
-        r.keys += batch.len() as u64;
+        r.record(ns, big, batch.len());
         slot += step;
     }
     r
@@ -301,45 +326,14 @@ fn closed_loop<B: Baseline>(imp: &B, w: &Sampler, seed: u64, stop: &AtomicBool, 
     let wl = *w.workload();
     let mut rng = SplitMix64::new(seed);
     let mut batch: SmallVec<[Lock; 8]> = SmallVec::new();
-    let mut r = ThreadResult {
-        commands: 0,
-        keys: 0,
-        conflicts: 0,
-        retries: 0,
-        latency: new_histogram(),
-        max_small: 0,
-        max_big: 0,
-        allocations: 0,
-    };
+    let mut r = ThreadResult::new();
     start.wait();
     // Relaxed: a flag polled for exit; nothing is published through it.
-    'run: while !stop.load(Ordering::Relaxed) {
+    while !stop.load(Ordering::Relaxed) {
         let big = w.fill(&mut rng, &mut batch);
         let allocs_before = thread_allocations();
         let t0 = Instant::now();
-        let held = match imp.try_acquire(&batch) {
-            Some(h) => h,
-            None => {
-                r.conflicts += 1;
-                r.retries += 1;
-                let mut backoff = Backoff::new();
-                loop {
-                    if stop.load(Ordering::Relaxed) {
-                        break 'run;
-                    }
-                    let got = if wl.wait {
-                        imp.acquire(&batch, WAIT_SLICE)
-                    } else {
-                        backoff.snooze();
-                        imp.try_acquire(&batch)
-                    };
-                    match got {
-                        Some(h) => break h,
-                        None => r.retries += 1,
-                    }
-                }
-            }
-        };
+        let Some(held) = acquire_retrying(imp, &batch, wl.wait, &mut r, Some(stop)) else { break };
         let t1 = Instant::now();
         if wl.hold_ns > 0 {
             hold(t1, wl.hold_ns);
@@ -347,14 +341,7 @@ fn closed_loop<B: Baseline>(imp: &B, w: &Sampler, seed: u64, stop: &AtomicBool, 
         imp.release(&batch, held);
         r.allocations += thread_allocations() - allocs_before;
         let ns = u64::try_from((t1 - t0).as_nanos()).unwrap_or(u64::MAX).max(1);
-        r.latency.saturating_record(ns);
-        if big {
-            r.max_big = r.max_big.max(ns);
-        } else {
-            r.max_small = r.max_small.max(ns);
-        }
-        r.commands += 1;
-        r.keys += batch.len() as u64;
+        r.record(ns, big, batch.len());
     }
     r
 }

@@ -17,7 +17,8 @@ use crate::error::JournalError;
 use crate::format::{KeepId, MAX_RECORD};
 use crate::log::{Journal, Tail};
 use lockcore::{
-    AcquireError, Builder, Conflict, LockSet, LockTable, Owner, ReleaseError, Request, Ticket, TicketLock, Token,
+    AcquireError, Builder, Conflict, GrantId, LockSet, LockTable, Owner, ReleaseError, Request, Ticket, TicketLock,
+    Token,
 };
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
@@ -389,9 +390,10 @@ where
     }
 
     /// The lock table. Locks taken and released through it directly are not journaled; only
-    /// [`Durable::keep`] makes a grant durable, and only [`Durable::end`] ends a kept one for
-    /// good: a kept ticket force-released through the table comes back at the next restart
-    /// while its tasks exist.
+    /// [`Durable::keep`] makes a grant durable, and only [`Durable::end`],
+    /// [`Durable::force_release`] and [`Durable::release_owner`] end a kept one for good: a kept
+    /// ticket force-released through the table itself comes back at the next restart while its
+    /// tasks exist.
     pub fn table(&self) -> &LockTable<K> {
         &self.table
     }
@@ -484,6 +486,43 @@ where
         }
         self.table.release(&kept.ticket).map_err(EndError::Table)?;
         Ok(kept.ticket)
+    }
+
+    /// Administrative release of one grant, kept or not (a stuck command): if it is a kept
+    /// ticket its release is journaled first, so it does not come back at the next restart, as
+    /// it would after `table().force_release`.
+    ///
+    /// # Errors
+    /// [`EndError::Journal`] if the journal did not acknowledge the release (nothing is
+    /// released); [`EndError::Table`] if the table does not hold the grant.
+    pub fn force_release(&self, grant: GrantId) -> Result<Ticket<K>, EndError> {
+        let kept = self.state.lock().kept.values().find(|k| k.ticket.grant == grant).map(|k| k.id);
+        if let Some(id) = kept {
+            return self.end(id);
+        }
+        self.table.force_release(grant).map_err(EndError::Table)
+    }
+
+    /// Releases everything `owner` holds, kept tickets included (their releases journaled
+    /// first), and returns what was freed.
+    ///
+    /// # Errors
+    /// The first journal failure; what was released before it stays released.
+    pub fn release_owner(&self, owner: &Owner) -> Result<Vec<Ticket<K>>, EndError> {
+        let ids: Vec<KeepId> = {
+            let st = self.state.lock();
+            st.kept.values().filter(|k| &k.ticket.owner == owner).map(|k| k.id).collect()
+        };
+        let mut freed = Vec::new();
+        for id in ids {
+            match self.end(id) {
+                Ok(t) => freed.push(t),
+                Err(EndError::NotKept(_) | EndError::Table(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        freed.extend(self.table.release_owner(owner));
+        Ok(freed)
     }
 
     /// Ends every kept ticket whose tasks are all gone from `tasks` (tasks lost while the

@@ -48,6 +48,8 @@ pub enum JournalError {
         /// The decoder's message.
         message: String,
     },
+    /// There is no journal, and [`OpenOptions::must_exist`](crate::OpenOptions::must_exist) is set.
+    Missing,
     /// Another process has the journal open.
     Locked(String),
     /// A kept record larger than [`MAX_RECORD`](crate::format::MAX_RECORD) allows.
@@ -125,6 +127,7 @@ impl fmt::Display for JournalError {
                 write!(f, "the journal is damaged at byte {offset}: the record there is unreadable because {reason}")
             }
             Self::Payload { id, message } => write!(f, "the record of {id} does not decode: {message}"),
+            Self::Missing => f.write_str("there is no journal (missing or empty), and one was expected to exist"),
             Self::Locked(msg) => write!(f, "the journal is in use: {msg}"),
             Self::RecordTooLarge(n) => write!(f, "a kept record of {n} bytes is over the journal's record limit"),
             Self::EpochsExhausted(e) => {

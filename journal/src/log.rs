@@ -97,11 +97,17 @@ pub struct OpenOptions {
     durability: Durability,
     salvage: bool,
     compact_at: u64,
+    must_exist: bool,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        Self { durability: Durability::Group { window: Duration::ZERO }, salvage: false, compact_at: 1 << 20 }
+        Self {
+            durability: Durability::Group { window: Duration::ZERO },
+            salvage: false,
+            compact_at: 1 << 20,
+            must_exist: false,
+        }
     }
 }
 
@@ -123,6 +129,15 @@ impl OpenOptions {
     /// a choice for an operator, not a default.
     pub fn salvage(mut self, allow: bool) -> Self {
         self.salvage = allow;
+        self
+    }
+
+    /// Whether a missing (or empty) journal is an error instead of a new journal at epoch 1
+    /// (false by default). An engine that has run before should set it: a journal lost to a
+    /// wrong path or a deleted file would otherwise restart epochs, fencing tokens and kept
+    /// ticket ids from the beginning.
+    pub fn must_exist(mut self, yes: bool) -> Self {
+        self.must_exist = yes;
         self
     }
 
@@ -383,6 +398,9 @@ impl<S: Storage> Journal for LogJournal<S> {
             _ => JournalError::Io { op: "reading the journal", source: e },
         })?;
         let mut tail = Tail::default();
+        if bytes.is_empty() && self.options.must_exist {
+            return Err(JournalError::Missing);
+        }
         if bytes.is_empty() {
             // A new journal: header and first epoch land together, atomically.
             let mut out = Vec::new();

@@ -478,3 +478,30 @@ fn acknowledged_tickets_survive_a_power_cut_with_fsync_and_group_commit() {
     let (acked, back) = power_cut_after_load(Durability::Os, 0);
     assert!(back.len() < acked.len(), "no fsync, yet {} of {} survived", back.len(), acked.len());
 }
+
+#[test]
+fn administrative_releases_of_kept_tickets_are_journaled() {
+    let disk = MemoryStorage::new();
+    let live = tasks(&["t"]);
+    let (engine, _) = open(&disk, &live);
+    let a = engine.table().try_acquire(x("A", "k1")).unwrap();
+    let grant = a.grant();
+    engine.keep(a, ["t"]).unwrap();
+    engine.keep(engine.table().try_acquire(x("B", "k2")).unwrap(), ["t"]).unwrap();
+    engine.keep(engine.table().try_acquire(x("B", "k3")).unwrap(), ["t"]).unwrap();
+    let scoped = engine.table().try_acquire(x("B", "k4")).unwrap().into_ticket();
+    assert_eq!(engine.force_release(grant).unwrap().owner.as_str(), "A");
+    let freed = engine.release_owner(&"B".into()).unwrap();
+    assert_eq!(freed.len(), 3, "two kept tickets and one scoped ticket");
+    assert!(engine.table().release(&scoped).is_err(), "already freed");
+    assert!(engine.kept().is_empty());
+    drop(engine);
+    let (_, report) = open(&disk, &live);
+    assert!(report.retaken.is_empty(), "nothing comes back: {report}");
+}
+
+#[test]
+fn a_journal_that_must_exist_is_not_silently_made_anew() {
+    let j = LogJournal::with_storage(MemoryStorage::new(), OpenOptions::new().must_exist(true));
+    assert!(matches!(j.start(), Err(JournalError::Missing)));
+}
