@@ -202,16 +202,7 @@ impl<B: Baseline> Contender for B {
                 rss_load_kib,
             };
             for h in workers {
-                let t = h.join().expect("worker panicked");
-                r.commands += t.commands;
-                r.keys += t.keys;
-                r.conflicts += t.conflicts;
-                r.retries += t.retries;
-                r.per_thread.push(t.commands);
-                r.latency.add(&t.latency).expect("same bounds");
-                r.max_wait_small_ns = r.max_wait_small_ns.max(t.max_small);
-                r.max_wait_big_ns = r.max_wait_big_ns.max(t.max_big);
-                r.allocations += t.allocations;
+                r.add(h.join().expect("worker panicked"));
             }
             r.table_keys_idle = self.table_keys();
             r
@@ -251,17 +242,24 @@ impl<B: Baseline> Contender for B {
             rss_load_kib: None,
         };
         for t in results {
-            r.commands += t.commands;
-            r.keys += t.keys;
-            r.conflicts += t.conflicts;
-            r.retries += t.retries;
-            r.per_thread.push(t.commands);
-            r.latency.add(&t.latency).expect("same bounds");
-            r.max_wait_small_ns = r.max_wait_small_ns.max(t.max_small);
-            r.max_wait_big_ns = r.max_wait_big_ns.max(t.max_big);
-            r.allocations += t.allocations;
+            r.add(t);
         }
         r
+    }
+}
+
+impl RunResult {
+    /// Folds one thread's figures into the run's.
+    fn add(&mut self, t: ThreadResult) {
+        self.commands += t.commands;
+        self.keys += t.keys;
+        self.conflicts += t.conflicts;
+        self.retries += t.retries;
+        self.per_thread.push(t.commands);
+        self.latency.add(&t.latency).expect("same bounds");
+        self.max_wait_small_ns = self.max_wait_small_ns.max(t.max_small);
+        self.max_wait_big_ns = self.max_wait_big_ns.max(t.max_big);
+        self.allocations += t.allocations;
     }
 }
 
