@@ -5,6 +5,6 @@
 # every schedule, about 6 s for the whole file on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-3}"
+export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-none}"
 [ "$LOOM_MAX_PREEMPTIONS" = none ] && unset LOOM_MAX_PREEMPTIONS
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p lockcore --release --test loom --test loom_path "$@"

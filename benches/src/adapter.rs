@@ -28,14 +28,15 @@ impl Lockcore {
     }
 
     fn request(locks: &[Lock]) -> Request<u64> {
-        let owner = OWNER.with(Owner::clone);
-        locks.iter().fold(Request::new(owner), |r, l| {
+        let mut req = Request::new(OWNER.with(Owner::clone));
+        for l in locks {
             let mode = match l.access {
                 Access::Shared => Mode::SHARED,
                 Access::Exclusive => Mode::EXCLUSIVE,
             };
-            r.lock(l.key, mode, None)
-        })
+            req.push(l.key, mode, None);
+        }
+        req
     }
 }
 

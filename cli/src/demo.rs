@@ -70,11 +70,14 @@ pub(crate) fn run(opts: &Options) -> Result<(), String> {
     let snap = table.snapshot();
     let reclaimed = table.reclaim();
     println!(
-        "at the end: {} locks held, {} waiters, {reclaimed} idle keys reclaimed, {} keys stored",
+        "at the end: {} locks held, {} waiters, {} keys stored, {reclaimed} freed records dropped by reclaim()",
         snap.held.len(),
         snap.waiting.len(),
         table.key_count()
     );
+    if table.key_count() != 0 {
+        return Err(format!("{} keys still stored with nothing held", table.key_count()));
+    }
     if !snap.held.is_empty() || !snap.waiting.is_empty() || m.grants != m.releases {
         return Err(format!("the table did not end empty: {} grants, {} releases", m.grants, m.releases));
     }

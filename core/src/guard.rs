@@ -1,9 +1,10 @@
 //! `LockSet`: a granted request, released when dropped.
 
+use crate::grant::{Entries, Entry};
 use crate::metrics::Counter;
 use crate::mode::Mode;
 use crate::request::Owner;
-use crate::table::{Entry, LockTable};
+use crate::table::LockTable;
 use crate::ticket::{GrantId, Ticket, TicketLock, Token};
 use smallvec::SmallVec;
 use std::fmt;
@@ -20,8 +21,8 @@ pub struct LockSet<'t, K: Hash + Eq + Clone> {
     /// When granted; `None` while the set is only a prepared request (then dropping it
     /// releases nothing).
     since: Option<Instant>,
-    /// Sorted by latch order, distinct. Empty once released or turned into a ticket.
-    pub(crate) entries: SmallVec<[Entry<K>; 16]>,
+    /// Sorted by shard, distinct. Empty once released or turned into a ticket.
+    pub(crate) entries: Entries<K>,
 }
 
 impl<'t, K: Hash + Eq + Clone> LockSet<'t, K> {
@@ -66,12 +67,12 @@ impl<'t, K: Hash + Eq + Clone> LockSet<'t, K> {
 
     /// The keys held, with their modes and fencing tokens.
     pub fn locks(&self) -> impl Iterator<Item = (&K, Mode, Option<Token>)> {
-        self.entries.iter().map(|e| (&e.slot.key, e.mode, e.token()))
+        self.entries.iter().map(|e| (&e.key, e.mode, e.token()))
     }
 
     /// The fencing token of `key`, if it is held in a fenced (exclusive) mode.
     pub fn token(&self, key: &K) -> Option<Token> {
-        self.entries.iter().find(|e| e.slot.key == *key).and_then(Entry::token)
+        self.entries.iter().find(|e| e.key == *key).and_then(Entry::token)
     }
 
     /// Keeps the locks past this scope: they stay held until
@@ -89,9 +90,9 @@ impl<'t, K: Hash + Eq + Clone> LockSet<'t, K> {
         let locks = self
             .entries
             .iter()
-            .map(|e| TicketLock { key: e.slot.key.clone(), mode: e.mode, token: e.token(), message: e.message.clone() })
+            .map(|e| TicketLock { key: e.key.clone(), mode: e.mode, token: e.token(), message: e.message.clone() })
             .collect();
-        self.entries.clear();
+        self.give_back_entries();
         Ticket { table: self.table.id(), grant: self.grant, owner: self.owner.clone(), locks }
     }
 
@@ -99,11 +100,22 @@ impl<'t, K: Hash + Eq + Clone> LockSet<'t, K> {
     pub fn release(self) {}
 }
 
+impl<K: Hash + Eq + Clone> LockSet<'_, K> {
+    /// Empties the set, and gives a pooled buffer back to the table.
+    fn give_back_entries(&mut self) {
+        let entries = std::mem::take(&mut self.entries);
+        if entries.spilled() {
+            self.table.pool.give(entries.into_vec());
+        }
+    }
+}
+
 impl<K: Hash + Eq + Clone> Drop for LockSet<'_, K> {
     fn drop(&mut self) {
         if let (Some(since), false) = (self.since, self.entries.is_empty()) {
             self.table.release_entries(self.grant, &self.entries, since, Counter::Releases);
         }
+        self.give_back_entries();
     }
 }
 

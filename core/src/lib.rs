@@ -51,12 +51,15 @@
 
 mod backend;
 mod conflict;
+mod grant;
 mod guard;
 mod metrics;
 mod mode;
 mod path;
+mod pool;
 mod release;
 mod request;
+mod shard;
 mod slot;
 mod snapshot;
 pub(crate) mod sync;

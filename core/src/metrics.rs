@@ -8,7 +8,7 @@
 use crate::sync::stat::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-const STRIPES: usize = 8;
+pub(crate) const STRIPES: usize = 8;
 /// Buckets: `[0, 1)`, `[1, 2)`, `[2, 4)`, ... nanoseconds, the last one open-ended (~ 2^46 ns = 19.5 h).
 pub const BUCKETS: usize = 48;
 
@@ -47,7 +47,7 @@ pub(crate) struct Metrics {
     stripes: Box<[Stripe]>,
 }
 
-fn stripe_index() -> usize {
+pub(crate) fn stripe_index() -> usize {
     use std::cell::Cell;
     // Relaxed: only spreads threads over stripes; any interleaving gives a valid index.
     static NEXT: AtomicUsize = AtomicUsize::new(0);

@@ -1,40 +1,50 @@
 //! Releasing: by guard, by ticket, by owner, and forced.
 
+use crate::grant::{notify_all, Entry, Latches};
 use crate::metrics::Counter;
 use crate::request::Owner;
-use crate::slot::{HeldBy, Slot, WakeList};
-use crate::sync::Arc;
-use crate::table::{latch, notify_all, Entry, LockTable};
+use crate::slot::{HeldBy, WakeList};
+use crate::table::LockTable;
 use crate::ticket::{GrantId, ReleaseError, Ticket, TicketLock};
 use smallvec::SmallVec;
 use std::hash::Hash;
 use std::time::Instant;
 
-type SlotAndLock<'a, K> = (Arc<Slot<K>>, &'a TicketLock<K>);
+/// A ticket's key: its shard, its record's position if the table has one, and the ticket's lock.
+type Located<'a, K> = (u16, Option<u32>, &'a TicketLock<K>);
 
 impl<K: Hash + Eq + Clone> LockTable<K> {
     /// Releases a guard's grant. A record already gone (force-released) is skipped: a grant id
-    /// is never reused, so this cannot touch anyone else's lock.
+    /// is never reused, so this cannot touch anyone else's lock, even where the guard's record
+    /// position has since been given to another key.
     pub(crate) fn release_entries(&self, grant: GrantId, entries: &[Entry<K>], since: Instant, counter: Counter) {
         let removed = if let [e] = entries {
             // One key: no list of latches to build, and no wake list unless someone waits.
-            let mut st = e.slot.state.lock();
-            let removed = st.drop_holder(grant);
-            if removed && !st.queue.is_empty() {
-                let mut wake = WakeList::new();
-                st.collect_wakeable(&self.modes, &mut wake);
-                drop(st);
-                notify_all(wake);
+            let mut st = self.shards[usize::from(e.shard)].lock();
+            let Some(slot) = st.slots.get_mut(e.slot as usize) else { return };
+            let removed = slot.drop_holder(grant);
+            if removed {
+                if slot.queue.is_empty() {
+                    st.free_if_idle(e.slot);
+                } else {
+                    let mut wake = WakeList::new();
+                    slot.collect_wakeable(&self.modes, &mut wake);
+                    drop(st);
+                    notify_all(wake);
+                }
             }
             removed
         } else {
             let mut wake = WakeList::new();
             let mut removed = false;
-            let mut latches = latch(entries);
-            for st in latches.iter_mut() {
-                if st.drop_holder(grant) {
+            let mut latches = Latches::lock(self, entries);
+            for e in entries {
+                let st = latches.shard(e.shard);
+                let Some(slot) = st.slots.get_mut(e.slot as usize) else { continue };
+                if slot.drop_holder(grant) {
                     removed = true;
-                    st.collect_wakeable(&self.modes, &mut wake);
+                    slot.collect_wakeable(&self.modes, &mut wake);
+                    st.free_if_idle(e.slot);
                 }
             }
             drop(latches);
@@ -60,24 +70,28 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             return Err(ReleaseError::ForeignTable { expected: self.id(), found: ticket.table });
         }
         let grant = ticket.grant;
-        let mut slots: SmallVec<[SlotAndLock<'_, K>; 16]> = SmallVec::new();
-        let mut missing = 0;
-        for l in &ticket.locks {
-            match self.find(&l.key) {
-                Some(s) => slots.push((s, l)),
-                None => missing += 1,
-            }
-        }
-        slots.sort_by_key(|(s, _)| Slot::latch_order(s));
-        // A key named twice would be latched twice (a self-deadlock): latch it once, and let
-        // the key count below refuse the ticket.
-        let before = slots.len();
-        slots.dedup_by(|later, kept| Arc::ptr_eq(&later.0, &kept.0));
-        let duplicate = slots.len() != before;
-        let mut latches: SmallVec<[_; 16]> = slots.iter().map(|(s, _)| s.state.lock()).collect();
+        // (hash, shard, the ticket's lock) per key, latched in shard order.
+        let mut keys: SmallVec<[(u64, u16, &TicketLock<K>); 16]> =
+            ticket.locks.iter().map(|l| (self.place(&l.key), l)).map(|((h, s), l)| (h, s, l)).collect();
+        keys.sort_by_key(|&(_, shard, _)| shard);
+        let mut latches = Latches::lock_shards(self, keys.iter().map(|&(_, shard, _)| shard));
+        // Each key's record position (`None`: the table has no record of the key).
+        let mut at: SmallVec<[Located<'_, K>; 16]> =
+            keys.iter().map(|&(hash, shard, l)| (shard, latches.shard(shard).find(hash, &l.key), l)).collect();
+        // A key named twice is one record: count it once, and let the key count below refuse
+        // the ticket.
+        at.sort_by_key(|&(shard, slot, _)| (shard, slot));
+        let before = at.len();
+        at.dedup_by(|later, kept| later.1.is_some() && (later.0, later.1) == (kept.0, kept.1));
+        let duplicate = at.len() != before;
         let mut found = 0;
-        let mut exact = missing == 0 && !duplicate;
-        for (st, (_, l)) in latches.iter().zip(&slots) {
+        let mut exact = !duplicate;
+        for &(shard, slot, l) in &at {
+            let Some(slot) = slot else {
+                exact = false;
+                continue;
+            };
+            let st = &latches.shard(shard).slots[slot as usize];
             if let Some(h) = st.holders.iter().find(|h| h.grant == grant) {
                 found += 1;
                 exact &= h.mode == l.mode && h.owner == ticket.owner && h.n_keys as usize == ticket.locks.len();
@@ -100,9 +114,13 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         }
         let mut wake = WakeList::new();
         let mut since = None;
-        for st in latches.iter_mut() {
-            since = st.remove_holder(grant).map(|h| h.since);
-            st.collect_wakeable(&self.modes, &mut wake);
+        for &(shard, slot, _) in &at {
+            let Some(slot) = slot else { continue };
+            let st = latches.shard(shard);
+            let record = &mut st.slots[slot as usize];
+            since = record.remove_holder(grant).map(|h| h.since);
+            record.collect_wakeable(&self.modes, &mut wake);
+            st.free_if_idle(slot);
         }
         drop(latches);
         notify_all(wake);
@@ -116,7 +134,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     /// Releases everything `owner` holds (a command that ended without its end-action, a
     /// server that is gone) and returns what was freed, one ticket per grant.
     ///
-    /// Scans the whole table, key by key: a request racing with it may see some of the
+    /// Goes through the table shard by shard: a request racing with it may see some of the
     /// owner's keys freed before others.
     pub fn release_owner(&self, owner: &Owner) -> Vec<Ticket<K>> {
         let freed = self.release_where(|h| h.owner == *owner);
@@ -143,37 +161,49 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
 
     /// Whether any key is held by `grant` (a scan of the whole table).
     fn grant_is_held(&self, grant: GrantId) -> bool {
-        self.with_all_slots(|slots| slots.iter().any(|s| s.state.lock().holders.iter().any(|h| h.grant == grant)))
+        self.shards.iter().any(|s| s.lock().live().any(|(_, r)| r.holders.iter().any(|h| h.grant == grant)))
     }
 
     fn release_where(&self, mut pred: impl FnMut(&HeldBy) -> bool) -> Vec<Ticket<K>> {
-        let slots = self.with_all_slots(|s| s);
         let mut tickets: Vec<Ticket<K>> = Vec::new();
         let mut index: std::collections::HashMap<GrantId, usize> = std::collections::HashMap::new();
         let mut removed = Vec::new();
         let mut wake = WakeList::new();
-        for slot in slots {
-            let mut st = slot.state.lock();
-            st.remove_holders_where(&mut pred, &mut removed);
-            if removed.is_empty() {
-                continue;
-            }
-            st.collect_wakeable(&self.modes, &mut wake);
-            drop(st);
-            for h in removed.drain(..) {
-                let lock = TicketLock { key: slot.key.clone(), mode: h.mode, token: h.token(), message: h.message };
-                match index.get(&h.grant) {
-                    Some(&i) => tickets[i].locks.push(lock),
-                    None => {
-                        // One hold-time sample per grant, not per key.
-                        self.metrics.record_hold(h.since.elapsed());
-                        index.insert(h.grant, tickets.len());
-                        tickets.push(Ticket { table: self.id(), grant: h.grant, owner: h.owner, locks: vec![lock] });
+        for shard in self.shards.iter() {
+            let mut st = shard.lock();
+            // In position order, so a freed grant's keys come out in the order its guard had them.
+            let mut positions: Vec<u32> = st.live_positions().collect();
+            positions.sort_unstable();
+            for at in positions {
+                let record = &mut st.slots[at as usize];
+                record.remove_holders_where(&mut pred, &mut removed);
+                if removed.is_empty() {
+                    continue;
+                }
+                record.collect_wakeable(&self.modes, &mut wake);
+                let Some(key) = record.key.clone() else { continue };
+                st.free_if_idle(at);
+                for h in removed.drain(..) {
+                    let lock = TicketLock { key: key.clone(), mode: h.mode, token: h.token(), message: h.message };
+                    match index.get(&h.grant) {
+                        Some(&i) => tickets[i].locks.push(lock),
+                        None => {
+                            // One hold-time sample per grant, not per key.
+                            self.metrics.record_hold(h.since.elapsed());
+                            index.insert(h.grant, tickets.len());
+                            tickets.push(Ticket {
+                                table: self.id(),
+                                grant: h.grant,
+                                owner: h.owner,
+                                locks: vec![lock],
+                            });
+                        }
                     }
                 }
             }
+            drop(st);
+            notify_all(std::mem::take(&mut wake));
         }
-        notify_all(wake);
         tickets
     }
 }

@@ -167,6 +167,23 @@ impl<K> Request<K> {
         self
     }
 
+    /// Adds `key` in `mode` with an optional message, in place: for building a request in a
+    /// loop, where the by-value builder methods would move the whole request at every step.
+    ///
+    /// ```
+    /// use lockcore::{Mode, Request};
+    /// let mut req = Request::new("ImportVms-3");
+    /// for vm in ["vm-1", "vm-2", "vm-3"] {
+    ///     req.push(vm, Mode::EXCLUSIVE, None);
+    /// }
+    /// assert_eq!(req.len(), 3);
+    /// ```
+    #[inline]
+    pub fn push(&mut self, key: K, mode: Mode, message: Option<LockMessage>) -> &mut Self {
+        self.items.push(Item { key, mode, message });
+        self
+    }
+
     /// Adds `key` shared.
     #[inline]
     pub fn shared(self, key: K) -> Self {

@@ -1,55 +1,20 @@
-//! One key's state: its holders, its FIFO queue of waiters and its fencing-token counter.
+//! One key's record: its holders, its FIFO queue of waiters and its fencing-token counter.
 //!
-//! A slot is guarded by its own latch (a `parking_lot` mutex: one byte, a CAS to take and a
-//! store to drop when uncontended, a short spin then park when contended). Requests latch all
-//! their slots in one fixed order (creation number), decide, change every slot, and unlatch, so a grant is
-//! installed in one indivisible step; see `docs/design.md` ("Linearizable batches").
+//! Records live in their shard's slab (`shard.rs`) and are read and changed only under the
+//! shard's latch. A record exists while somebody holds or waits for its key: the last release
+//! (or the last waiter leaving) frees it at once, so the table holds the keys in use and no
+//! more. Requests latch all their shards in one fixed order (shard number), decide, change
+//! every record, and unlatch, so a grant is installed in one indivisible step; see
+//! `docs/design.md` ("Linearizable batches").
 
 use crate::mode::{Mode, ModeTable, MAX_MODES};
 use crate::request::{LockMessage, Owner};
-use crate::sync::{Arc, Mutex};
+use crate::sync::Arc;
 use crate::ticket::{GrantId, Token};
 use crate::wait::WaitNode;
 use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::time::Instant;
-
-/// A key in the table. Shared through `Arc` by the table's index, by every live grant
-/// (`LockSet`) and every waiter that names it, which is what makes reclamation safe: the index
-/// drops a slot only when it holds the last reference and the slot is idle.
-pub(crate) struct Slot<K> {
-    pub(crate) key: K,
-    /// The slot's place in the latch order: unique in its table, fixed for its life. Made
-    /// from a per-table counter rather than taken from the slot's address so that the order
-    /// depends only on the order of creation, which makes runs under loom repeatable.
-    pub(crate) order: u64,
-    pub(crate) state: Mutex<SlotState>,
-}
-
-impl<K> Slot<K> {
-    pub(crate) fn new(key: K, order: u64, token_floor: u64) -> Self {
-        Self { key, order, state: Mutex::new(SlotState::new(token_floor)) }
-    }
-
-    /// Makes a reclaimed, idle slot the slot of `key`, keeping its allocations (the slot
-    /// itself, its holder list's and queue's capacity). `order` is a fresh creation number
-    /// and `token_floor` the table's floor, as for a new slot.
-    pub(crate) fn reuse(&mut self, key: K, order: u64, token_floor: u64) {
-        self.key = key;
-        self.order = order;
-        // `&mut self`: no other reference exists, so no latch is needed.
-        let st = self.state.get_mut();
-        debug_assert!(st.is_idle() && st.holders.is_empty());
-        st.last_token = token_floor;
-        st.recent = false;
-    }
-
-    /// The key latches are sorted by.
-    #[inline]
-    pub(crate) fn latch_order(this: &Arc<Self>) -> u64 {
-        this.order
-    }
-}
 
 /// A holder record: one key of one grant.
 #[derive(Clone)]
@@ -81,8 +46,13 @@ pub(crate) struct Queued {
     pub(crate) node: Arc<WaitNode>,
 }
 
-/// Everything about a key, guarded by the slot's latch.
-pub(crate) struct SlotState {
+/// Everything about a key, guarded by its shard's latch.
+pub(crate) struct Slot<K> {
+    /// The key, or `None` while the record is free (on its shard's free list, keeping the
+    /// capacity of its holder list and queue for the next key).
+    pub(crate) key: Option<K>,
+    /// The key's full hash, so the index can drop the record's entry without hashing again.
+    pub(crate) hash: u64,
     /// Holders per mode; `held` has a bit for every non-zero count.
     counts: [u32; MAX_MODES],
     pub(crate) held: u8,
@@ -90,23 +60,21 @@ pub(crate) struct SlotState {
     pub(crate) queue: VecDeque<Queued>,
     /// The last fencing token handed out on this key.
     pub(crate) last_token: u64,
-    /// Granted since the last sweep looked: a sweep spares a recently used idle slot once
-    /// (second chance), so a working set of keys is not freed and re-made over and over.
-    pub(crate) recent: bool,
 }
 
 /// Waiters to notify once the latches are dropped. Inline for the common few.
 pub(crate) type WakeList = SmallVec<[Arc<WaitNode>; 4]>;
 
-impl SlotState {
-    fn new(token_floor: u64) -> Self {
+impl<K> Slot<K> {
+    pub(crate) fn new(key: K, hash: u64, token_floor: u64) -> Self {
         Self {
+            key: Some(key),
+            hash,
             counts: [0; MAX_MODES],
             held: 0,
             holders: Vec::new(),
             queue: VecDeque::new(),
             last_token: token_floor,
-            recent: false,
         }
     }
 
@@ -151,7 +119,6 @@ impl SlotState {
             rec.token = self.last_token;
         }
         let token = rec.token;
-        self.recent = true;
         self.counts[rec.mode.index()] += 1;
         self.held |= rec.mode.bit();
         self.holders.push(rec);

@@ -2,7 +2,6 @@
 
 use crate::mode::Mode;
 use crate::request::{LockMessage, Owner};
-use crate::slot::Slot;
 use crate::table::LockTable;
 use crate::ticket::{GrantId, Token};
 use std::hash::Hash;
@@ -56,19 +55,19 @@ pub struct Snapshot<K> {
 impl<K: Hash + Eq + Clone> LockTable<K> {
     /// A consistent picture of every held lock and every waiter.
     ///
-    /// Consistent: every key is latched at once (no key can be added meanwhile), so no grant
+    /// Consistent: every shard is latched at once (no key can be added meanwhile), so no grant
     /// appears half made. It stops the table for as long as it takes to copy the state, as
     /// reading `pg_locks` does; it is for diagnosis, not for a hot path.
     pub fn snapshot(&self) -> Snapshot<K> {
-        self.with_all_slots(|mut slots| {
-            slots.sort_by_key(Slot::latch_order);
-            let latches: Vec<_> = slots.iter().map(|s| s.state.lock()).collect();
-            let taken_at = Instant::now();
-            let mut held = Vec::new();
-            let mut waiting = Vec::new();
-            for (slot, st) in slots.iter().zip(&latches) {
-                held.extend(st.holders.iter().map(|h| HeldLock {
-                    key: slot.key.clone(),
+        let shards = self.lock_all();
+        let taken_at = Instant::now();
+        let mut held = Vec::new();
+        let mut waiting = Vec::new();
+        for st in &shards {
+            for (_, slot) in st.live() {
+                let Some(key) = &slot.key else { continue };
+                held.extend(slot.holders.iter().map(|h| HeldLock {
+                    key: key.clone(),
                     owner: h.owner.clone(),
                     grant: h.grant,
                     mode: h.mode,
@@ -76,17 +75,17 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
                     since: h.since,
                     token: h.token(),
                 }));
-                waiting.extend(st.queue.iter().map(|q| WaitingLock {
-                    key: slot.key.clone(),
+                waiting.extend(slot.queue.iter().map(|q| WaitingLock {
+                    key: key.clone(),
                     owner: q.node.owner.clone(),
                     mode: q.mode,
                     since: q.node.since,
                     arrival: q.seq,
                 }));
             }
-            drop(latches);
-            Snapshot { held, waiting, taken_at }
-        })
+        }
+        drop(shards);
+        Snapshot { held, waiting, taken_at }
     }
 
     /// The owners that `owner`'s waiting requests wait for: holders of their keys in an

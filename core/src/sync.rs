@@ -1,6 +1,6 @@
 //! The one door to synchronisation primitives in `lockcore`.
 //!
-//! Under `cfg(loom)` the mutexes, the reader/writer lock, the atomics the lock protocol relies
+//! Under `cfg(loom)` the mutexes, the atomics the lock protocol relies
 //! on and thread parking come from [loom], so `RUSTFLAGS="--cfg loom"` model-checks the real
 //! table; otherwise they come from `parking_lot` and `std`. Nothing else in the crate may name
 //! `std::sync::atomic` or `parking_lot` directly (`ci/check-sync-shim.sh` enforces it).
@@ -16,7 +16,7 @@ pub(crate) use std::sync::Arc;
 
 #[cfg(not(loom))]
 mod imp {
-    pub(crate) use parking_lot::{Mutex, MutexGuard, RwLock};
+    pub(crate) use parking_lot::{Mutex, MutexGuard};
     pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     pub(crate) use std::thread::{current, Thread};
 
@@ -54,22 +54,6 @@ mod imp {
         }
         pub(crate) fn get_mut(&mut self) -> &mut T {
             self.0.get_mut().unwrap_or_else(|e| e.into_inner())
-        }
-    }
-
-    /// A loom reader/writer lock with `parking_lot`'s poison-free signature.
-    #[derive(Debug, Default)]
-    pub(crate) struct RwLock<T>(loom::sync::RwLock<T>);
-
-    impl<T> RwLock<T> {
-        pub(crate) fn new(value: T) -> Self {
-            Self(loom::sync::RwLock::new(value))
-        }
-        pub(crate) fn read(&self) -> loom::sync::RwLockReadGuard<'_, T> {
-            self.0.read().unwrap_or_else(|e| e.into_inner())
-        }
-        pub(crate) fn write(&self) -> loom::sync::RwLockWriteGuard<'_, T> {
-            self.0.write().unwrap_or_else(|e| e.into_inner())
         }
     }
 
@@ -111,4 +95,11 @@ pub(crate) fn unique_id() -> u64 {
         range.set((next + 1, end));
         next
     })
+}
+
+/// The mutex of the guards' buffer pool (`pool.rs`): `parking_lot`'s under loom too. A pooled
+/// buffer carries no ordering the lock protocol relies on, and its critical sections (a push or
+/// a pop) contain no loom operation, so loom never switches threads inside one.
+pub(crate) mod pool {
+    pub(crate) use parking_lot::Mutex;
 }

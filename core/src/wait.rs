@@ -1,22 +1,23 @@
 //! Waiting: blocking `acquire` with a deadline, and `acquire_async` for any executor.
 //!
 //! A request that cannot be granted queues one [`WaitNode`] on every one of its keys, holding
-//! no key, and sleeps. Whoever changes a key (a release, a waiter leaving the queue) wakes the
-//! waiters that this key no longer stops; a woken waiter latches all its keys and decides
+//! no key, and sleeps (its queue entries keep the keys' records alive). Whoever changes a key (a release, a waiter leaving the queue) wakes the
+//! waiters that this key no longer stops; a woken waiter latches all its shards and decides
 //! again, as a request that arrived at its arrival number.
 //!
 //! No lost wake-ups: a waiter clears its `notified` flag while holding the latches of all its
-//! keys, then decides. Any change it did not see is made under one of those latches after
+//! keys' shards, then decides. Any change it did not see is made under one of those latches after
 //! its decision, and the flag is set after that change, so the waiter sees the flag and looks
 //! again.
 
 use crate::conflict::AcquireError;
+use crate::grant::{notify_all, Latches, Prepared};
 use crate::guard::LockSet;
 use crate::metrics::Counter;
 use crate::request::{Owner, Request, RequestError};
 use crate::slot::WakeList;
 use crate::sync::{current, park_until, Arc, AtomicBool, Mutex, Ordering, Thread};
-use crate::table::{latch, notify_all, LockTable, Prepared};
+use crate::table::LockTable;
 use std::future::Future;
 use std::hash::Hash;
 use std::pin::Pin;
@@ -98,7 +99,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             if timed_out {
                 let c = self.conflict(latches, p, Some(seq));
                 let mut wake = WakeList::new();
-                self.leave_queue(latches, seq, &mut wake);
+                self.leave_queue(latches, p, seq, &mut wake);
                 return Some((c, wake));
             }
             if let Some(w) = waker {
@@ -124,8 +125,9 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     /// Takes a queued request out of every queue, waking whoever it held up.
     fn abandon(&self, p: &Prepared<'_, K>, seq: u64) {
         let mut wake = WakeList::new();
-        let mut latches = latch(&p.entries);
-        self.leave_queue(&mut latches, seq, &mut wake);
+        let mut latches = Latches::lock(self, &p.entries);
+        self.leave_queue(&mut latches, p, seq, &mut wake);
+        latches.free_idle(&p.entries);
         drop(latches);
         notify_all(wake);
     }
@@ -157,7 +159,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         let expired = || deadline.is_some_and(|d| Instant::now() >= d);
         // `prepare`, inline: the guard is built where it is returned from.
         let mut p = LockSet::unarmed(self, req.owner);
-        self.resolve(&mut req.items, &mut p.entries)?;
+        self.prepare_items(&mut req.items, &mut p.entries)?;
         let queued = self.decide(&mut p, None, |latches, p| {
             if timeout.is_zero() {
                 return Err(self.conflict(latches, p, None));
@@ -233,6 +235,10 @@ pub struct Acquire<'t, K: Hash + Eq + Clone> {
     table: &'t LockTable<K>,
     state: State<'t, K>,
 }
+
+// The future never pins its fields in place (it only moves them between states), so it may
+// move even when the keys it carries could not.
+impl<K: Hash + Eq + Clone> Unpin for Acquire<'_, K> {}
 
 impl<'t, K: Hash + Eq + Clone> Future for Acquire<'t, K> {
     type Output = Result<LockSet<'t, K>, AcquireError<K>>;

@@ -902,13 +902,13 @@ fn fencing_tokens_increase_per_key_and_shared_grants_have_none() {
     assert!(u.token(&"k").unwrap() > last);
     last = u.token(&"k").unwrap();
     drop(u);
-    // After the key's slot was reclaimed, explicitly.
-    assert!(t.reclaim() >= 1);
+    // After the key's record was freed and its memory given back.
     assert_eq!(t.key_count(), 0);
+    assert!(t.reclaim() >= 1);
     let tok = exclusive_token(&t, "k");
     assert!(tok > last, "token went back after reclaim: {tok:?} after {last:?}");
     last = tok;
-    // After it was swept by the table itself (one shard, so the sweep is sure to reach it).
+    // After its record was reused by other keys (one shard, so they are sure to reuse it).
     let t1 = LockTable::<u64>::builder().shards(1).build();
     let mut last1 = Token(0);
     for round in 0..if cfg!(miri) { 2 } else { 3 } {
@@ -921,7 +921,7 @@ fn fencing_tokens_increase_per_key_and_shared_grants_have_none() {
         for k in 1..=churn {
             drop(t1.try_acquire(Request::new("C").exclusive(round * 10_000 + k)).unwrap());
         }
-        assert!(t1.key_count() < churn as usize, "the table never swept");
+        assert_eq!(t1.key_count(), 0, "released keys stayed in the table");
     }
     let _ = last;
 }
@@ -1101,57 +1101,71 @@ fn metrics_hold_time_has_one_sample_per_released_grant() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn reclaim_returns_the_table_to_idle_and_the_sweep_bounds_it() {
+fn released_keys_leave_the_table_at_once_and_reclaim_gives_back_memory() {
     const KEYS: u64 = if cfg!(miri) { 200 } else { 100_000 };
     let t = new_table_of::<u64>();
-    let mut peak = 0;
     for k in 0..KEYS {
         let mode = if k % 3 == 0 { Mode::SHARED } else { Mode::EXCLUSIVE };
-        drop(t.try_acquire(Request::new("A").lock(k, mode, None)).unwrap());
-        if k % 512 == 0 {
-            peak = peak.max(t.key_count());
-        }
+        let set = t.try_acquire(Request::new("A").lock(k, mode, None).shared(k + KEYS)).unwrap();
+        assert_eq!(t.key_count(), 2);
+        drop(set);
+        assert_eq!(t.key_count(), 0, "key {k} stayed in the table after its release");
     }
-    peak = peak.max(t.key_count());
-    // 64 shards, each swept when it reaches 8 idle keys (and at twice the keys that survived
-    // the last sweep): never near the 100 000 keys used.
-    if !cfg!(miri) {
-        assert!(peak <= 2 * 64 * 8, "the amortized sweep did not bound the table: {peak} keys");
-    }
-    let before = t.key_count();
-    assert_eq!(t.reclaim(), before);
-    assert_eq!(t.key_count(), 0);
+    // Every shard that was used keeps its freed records for the next keys, until reclaim().
+    let dropped = t.reclaim();
+    assert!(dropped >= 1, "no freed record was kept");
     assert_eq!(t.reclaim(), 0);
-    // With one shard the bound is tight.
-    let one = LockTable::<u64>::builder().shards(1).build();
-    for k in 0..if cfg!(miri) { 150 } else { 10_000 } {
-        drop(one.try_acquire(Request::new("A").exclusive(k)).unwrap());
-        assert!(one.key_count() <= 2 * 8, "{} keys after {k}", one.key_count());
-    }
+    assert_eq!(t.key_count(), 0);
+    // The table still works after giving its memory back.
+    let set = t.try_acquire(Request::new("A").exclusive(7)).unwrap();
+    assert!(t.try_acquire(Request::new("B").shared(7)).is_err());
+    drop(set);
+    assert_eq!(t.key_count(), 0);
+}
+
+#[test]
+fn reclaim_never_moves_a_held_record() {
+    // One shard, so held and freed records share one slab: a freed record before a held one
+    // must stay where it is, since the guard names its record by position.
+    let t = LockTable::<u64>::builder().shards(1).build();
+    let a = t.try_acquire(Request::new("A").exclusive(1)).unwrap();
+    let b = t.try_acquire(Request::new("B").exclusive(2)).unwrap();
+    let c = t.try_acquire(Request::new("C").exclusive(3)).unwrap();
+    drop(a);
+    drop(c);
+    assert_eq!(t.reclaim(), 1, "only the freed record at the end of the slab can go");
+    assert_eq!(t.holders(&2)[0].grant, b.grant());
+    assert!(t.try_acquire(Request::new("D").exclusive(2)).is_err());
+    let e = t.try_acquire(Request::new("E").exclusive(4)).unwrap();
+    drop(b);
+    assert!(t.holders(&2).is_empty());
+    assert_eq!(t.holders(&4)[0].grant, e.grant());
+    drop(e);
+    assert_eq!(t.key_count(), 0);
+    assert_eq!(t.reclaim(), 2);
 }
 
 #[test]
 fn random_keys_from_a_large_key_space_stay_bounded() {
-    // Keys drawn at random from a key space much larger than the table: between two sweeps,
-    // enough idle slots are touched again that sparing every recently used one (the second
-    // chance) would let the table grow towards the whole key space. The sweep spares at most
-    // 32 per shard, so one shard never holds more than twice that (plus the key being added).
+    // Keys drawn at random from a key space much larger than the table: a record is freed as
+    // soon as its key is released, so the table never holds more than the keys in use.
     let t = LockTable::<u64>::builder().shards(1).build();
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut peak = 0;
+    let held = t.try_acquire(Request::new("H").shared(u64::MAX)).unwrap();
     for _ in 0..if cfg!(miri) { 300 } else { 200_000 } {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         drop(t.try_acquire(Request::new("A").exclusive(x % 20_000)).unwrap());
-        peak = peak.max(t.key_count());
+        assert_eq!(t.key_count(), 1);
     }
-    assert!(peak <= 2 * 32 + 1, "the table grew to {peak} keys");
+    drop(held);
+    assert_eq!(t.key_count(), 0);
 }
 
 #[test]
 fn a_reused_slot_starts_clean() {
-    // One shard, so new keys reuse the slots the sweep took from old ones (the spare list).
+    // One shard, so new keys reuse the records freed by old ones (the free list).
     let t = LockTable::<u64>::builder().shards(1).build();
     let churn = if cfg!(miri) { 60 } else { 2_000 };
     let mut kept = Vec::new();
@@ -1170,14 +1184,12 @@ fn a_reused_slot_starts_clean() {
             kept.push(set.into_ticket()); // some keys stay held through the churn
         }
     }
-    assert!(t.key_count() < churn as usize, "the table never swept, so no slot was reused");
+    assert_eq!(t.key_count(), kept.len(), "only the kept keys stay in the table");
     for ticket in &kept {
         let k = ticket.locks[0].key;
         assert_eq!(t.holders(&k).len(), 1, "held key {k} lost its holder to a reuse");
         t.release(ticket).unwrap();
     }
-    let before = t.key_count();
-    assert_eq!(t.reclaim(), before);
     assert_eq!(t.key_count(), 0);
 }
 
@@ -1189,16 +1201,16 @@ fn reclaim_keeps_held_and_waited_for_keys() {
     let mut waiter = t.acquire_async(Request::new("W").exclusive("held").exclusive("waited"));
     assert!(poll_noop(&mut waiter).is_pending());
     let unpolled = t.acquire_async(Request::new("U").exclusive("asked"));
-    assert_eq!(t.key_count(), 4);
-    assert_eq!(t.reclaim(), 1, "only the idle key may go");
-    assert_eq!(t.key_count(), 3);
+    // The idle key went at its release; an unpolled future has not touched the table yet.
+    assert_eq!(t.key_count(), 2);
+    t.reclaim();
+    assert_eq!(t.key_count(), 2);
     // Everything still works on the kept keys.
     assert!(!is_free(&t, "held"));
     assert_eq!(waiting_owners(&t).len(), 2);
     t.release(&ticket).unwrap();
     let Poll::Ready(Ok(w)) = poll_noop(&mut waiter) else { panic!("the waiter lost its place") };
     drop((w, unpolled));
-    assert_eq!(t.reclaim(), 3);
     assert_eq!(t.key_count(), 0);
 }
 

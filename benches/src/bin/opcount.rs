@@ -18,7 +18,7 @@
 //! harness's uniform workload (KEYS distinct keys per command out of 1,000,000, 20% exclusive),
 //! where most keys are new to the table.
 
-use lockcore::{LockTable, Owner, Request};
+use lockcore::{LockTable, Mode, Owner, Request};
 use lockcore_benches::workload::{SplitMix64, Workload};
 use lockcore_benches::{Access, Baseline, Lock, ParkingLotGlobal};
 use smallvec::SmallVec;
@@ -32,7 +32,11 @@ fn key(i: u64) -> u64 {
 }
 
 fn request(owner: &Owner, keys: u64) -> Request<u64> {
-    (0..keys).fold(Request::new(owner.clone()), |r, i| if i % 2 == 0 { r.exclusive(key(i)) } else { r.shared(key(i)) })
+    let mut req = Request::new(owner.clone());
+    for i in 0..keys {
+        req.push(key(i), if i % 2 == 0 { Mode::EXCLUSIVE } else { Mode::SHARED }, None);
+    }
+    req
 }
 
 fn main() -> ExitCode {
@@ -65,10 +69,10 @@ fn main() -> ExitCode {
         let mut batch: SmallVec<[Lock; 8]> = SmallVec::new();
         for _ in 0..ops {
             w.fill(&mut rng, &mut batch);
-            let req = batch.iter().fold(Request::new(owner.clone()), |r, l| match l.access {
-                Access::Shared => r.shared(l.key),
-                Access::Exclusive => r.exclusive(l.key),
-            });
+            let mut req = Request::new(owner.clone());
+            for l in &batch {
+                req.push(l.key, if l.access == Access::Shared { Mode::SHARED } else { Mode::EXCLUSIVE }, None);
+            }
             let set = table.try_acquire(req).expect("uncontended");
             sum += set.len() as u64;
         }

@@ -1,0 +1,422 @@
+//! The all-or-nothing grant protocol: preparing a request, latching its shards, deciding.
+//!
+//! # Implementation details
+//!
+//! A request goes through three phases:
+//! 1. **Prepare** (no latch held): validate, hash every key, sort the keys by shard.
+//! 2. **Decide** (the latches of all its shards held, taken in increasing shard order): find or
+//!    make each key's record, collapse a key named twice into the join of its modes, and grant
+//!    iff on every key the mode fits beside the holders *and* beside every waiter that arrived
+//!    before it. If so install a holder record on every key; if not build the `Conflict` (or
+//!    queue, for a waiting request) and free the records it made for nothing.
+//! 3. **Unlatch**, then wake whoever the change lets go.
+//!
+//! [`LockTable::decide`] is the one place phase 2 happens; `try_acquire`, `acquire`, the first
+//! poll of `acquire_async` and a queued waiter looking again all go through it.
+
+use crate::conflict::{AcquireError, Conflict, KeyConflict, Waiter};
+use crate::guard::LockSet;
+use crate::metrics::Counter;
+use crate::mode::Mode;
+use crate::request::{Item, LockMessage, Request, RequestError, MAX_KEYS};
+use crate::shard::ShardState;
+use crate::slot::{HeldBy, Slot, WakeList};
+use crate::sync::{unique_id, Arc, MutexGuard, Ordering};
+use crate::table::LockTable;
+use crate::ticket::{GrantId, Token};
+use crate::wait::WaitNode;
+use smallvec::SmallVec;
+use std::hash::Hash;
+use std::time::Instant;
+
+/// A record position not found yet (phase 1).
+const UNRESOLVED: u32 = u32::MAX;
+
+/// One key of a request.
+pub(crate) struct Entry<K> {
+    /// The request's own copy of the key (a new record stores a clone).
+    pub(crate) key: K,
+    pub(crate) hash: u64,
+    /// The key's record in its shard's slab, once found: valid for as long as this request
+    /// holds or waits for the key, since such a record is never freed.
+    pub(crate) slot: u32,
+    pub(crate) shard: u16,
+    pub(crate) mode: Mode,
+    pub(crate) message: Option<LockMessage>,
+    /// The fencing token, or 0 for an unfenced mode (tokens start at 1).
+    pub(crate) token: u64,
+}
+
+impl<K> Entry<K> {
+    pub(crate) fn token(&self) -> Option<Token> {
+        (self.token != 0).then_some(Token(self.token))
+    }
+}
+
+/// A request's entries: one inline (most requests lock one key), more in a pooled buffer
+/// (`pool.rs`), so a guard is small to move.
+pub(crate) type Entries<K> = SmallVec<[Entry<K>; 1]>;
+
+/// A validated request, not yet granted: an unarmed [`LockSet`] (built in place so the
+/// grant does not copy its entries again).
+pub(crate) type Prepared<'t, K> = LockSet<'t, K>;
+
+/// The latched shards of a request, in increasing shard order, one latch per shard.
+pub(crate) struct Latches<'a, K> {
+    shards: SmallVec<[(u16, MutexGuard<'a, ShardState<K>>); 16]>,
+    /// Where the last look-up found its shard: callers go through a request's entries in
+    /// shard order, so the next look-up is almost always here or just after.
+    hint: usize,
+}
+
+impl<'a, K: Hash + Eq + Clone> Latches<'a, K> {
+    /// Latches the shards of `entries` (sorted by shard), each once, in order.
+    #[inline(always)]
+    pub(crate) fn lock(table: &'a LockTable<K>, entries: &[Entry<K>]) -> Self {
+        Self::lock_shards(table, entries.iter().map(|e| e.shard))
+    }
+
+    /// Latches `shards` (sorted, repeats allowed), each once, in order. Inlined, so the
+    /// latch list is built where it is used rather than copied out.
+    #[inline(always)]
+    pub(crate) fn lock_shards(table: &'a LockTable<K>, shards: impl Iterator<Item = u16>) -> Self {
+        let mut latched: SmallVec<[(u16, MutexGuard<'a, ShardState<K>>); 16]> = SmallVec::new();
+        for shard in shards {
+            if latched.last().is_none_or(|(s, _)| *s != shard) {
+                debug_assert!(latched.last().is_none_or(|(s, _)| *s < shard), "shards not sorted");
+                latched.push((shard, table.shards[usize::from(shard)].lock()));
+            }
+        }
+        Self { shards: latched, hint: 0 }
+    }
+
+    fn one(shard: u16, guard: MutexGuard<'a, ShardState<K>>) -> Self {
+        let mut shards = SmallVec::new();
+        shards.push((shard, guard));
+        Self { shards, hint: 0 }
+    }
+
+    /// The latched shard `shard`.
+    #[inline]
+    pub(crate) fn shard(&mut self, shard: u16) -> &mut ShardState<K> {
+        let mut at = self.hint;
+        while self.shards.get(at).is_some_and(|(s, _)| *s < shard) {
+            at += 1;
+        }
+        if self.shards.get(at).is_none_or(|(s, _)| *s != shard) {
+            at = self.shards.binary_search_by_key(&shard, |(s, _)| *s).unwrap_or_else(|_| unreachable_shard(shard));
+        }
+        self.hint = at;
+        &mut self.shards[at].1
+    }
+
+    /// The record of a resolved entry.
+    #[inline]
+    pub(crate) fn slot(&mut self, e: &Entry<K>) -> &mut Slot<K> {
+        &mut self.shard(e.shard).slots[e.slot as usize]
+    }
+
+    /// Frees the records of `entries` that nobody holds or waits for any more.
+    pub(crate) fn free_idle(&mut self, entries: &[Entry<K>]) {
+        for e in entries {
+            self.shard(e.shard).free_if_idle(e.slot);
+        }
+    }
+}
+
+/// Every entry's shard is latched before anything looks one up; reaching this is a bug.
+#[cold]
+fn unreachable_shard(shard: u16) -> ! {
+    panic!("lockcore: shard {shard} used without its latch (internal error)")
+}
+
+#[inline]
+pub(crate) fn notify_all(wake: WakeList) {
+    if wake.is_empty() {
+        return; // the common case: nobody queued
+    }
+    for node in wake {
+        node.notify();
+    }
+}
+
+impl<K: Hash + Eq + Clone> LockTable<K> {
+    /// Validates `req` into an unarmed guard whose entries are hashed and sorted by shard.
+    pub(crate) fn prepare(&self, mut req: Request<K>) -> Result<Prepared<'_, K>, RequestError> {
+        let mut set = LockSet::unarmed(self, req.owner);
+        self.prepare_items(&mut req.items, &mut set.entries)?;
+        Ok(set)
+    }
+
+    /// Validates a request's items and moves them into `entries`, hashed and sorted by shard
+    /// (stably, so the first message given for a key named twice comes first).
+    #[inline(always)]
+    pub(crate) fn prepare_items(
+        &self,
+        items: &mut SmallVec<[Item<K>; 8]>,
+        entries: &mut Entries<K>,
+    ) -> Result<(), RequestError> {
+        if items.is_empty() {
+            return Err(RequestError::Empty);
+        }
+        if items.len() > MAX_KEYS {
+            return Err(RequestError::TooManyKeys { len: items.len(), max: MAX_KEYS });
+        }
+        if let Some(bad) = items.iter().find(|i| !self.modes.contains(i.mode)) {
+            return Err(RequestError::UnknownMode(bad.mode));
+        }
+        if items.len() > 1 {
+            *entries = SmallVec::from_vec(self.pool.take(items.len()));
+        }
+        for i in items.drain(..) {
+            let (hash, shard) = self.place(&i.key);
+            entries.push(Entry {
+                key: i.key,
+                hash,
+                slot: UNRESOLVED,
+                shard,
+                mode: i.mode,
+                message: i.message,
+                token: 0,
+            });
+        }
+        if entries.len() > 1 {
+            // No allocation up to 20 entries (insertion sort).
+            entries.sort_by_key(|e| e.shard);
+        }
+        Ok(())
+    }
+
+    /// Finds or makes the records of a prepared request's keys, its shards latched, and
+    /// collapses a key named twice into one entry in the join of its modes, with the first
+    /// message given.
+    #[inline(always)]
+    fn resolve(&self, latches: &mut Latches<'_, K>, entries: &mut Entries<K>) {
+        for e in entries.iter_mut() {
+            e.slot = latches.shard(e.shard).find_or_insert(e.hash, &e.key);
+        }
+        // A key named twice is in one shard: only a shard with two entries can hold a repeat.
+        if entries.windows(2).any(|w| w[0].shard == w[1].shard) {
+            // Stable: a key's entries keep their order, so the first message wins.
+            entries.sort_by_key(|e| (e.shard, e.slot));
+            entries.dedup_by(|later, kept| {
+                if (later.shard, later.slot) != (kept.shard, kept.slot) {
+                    return false;
+                }
+                kept.mode = self.modes.join_known(kept.mode, later.mode);
+                if kept.message.is_none() {
+                    kept.message = later.message.take();
+                }
+                true
+            });
+        }
+    }
+
+    /// Whether every key can be granted to a request that arrived at `seq` (`None`: now).
+    #[inline]
+    fn all_grantable(&self, latches: &mut Latches<'_, K>, entries: &[Entry<K>], seq: Option<u64>) -> bool {
+        entries.iter().all(|e| latches.slot(e).grantable(&self.modes, e.mode, seq))
+    }
+
+    /// The one place a request is decided with its shards latched (`try_acquire`, `acquire`,
+    /// the first poll of `acquire_async`, and a queued request looking again).
+    ///
+    /// Latches every shard of `p` in order and, for a new request (`queued` is `None`), finds
+    /// or makes its records; for a queued request (`queued` = its node and arrival number)
+    /// clears its notified flag, now that every latch is held (see `wait.rs`). If every key
+    /// can be granted to a request that arrived then (`None`: a new arrival, behind every
+    /// waiter), takes a queued request out of its queues, installs the grant, unlatches, arms
+    /// `p` and returns `None`. Otherwise runs `refused` with the latches still held (to report
+    /// the conflict, or to queue), frees the records nobody holds or waits for any more,
+    /// unlatches, and returns what `refused` returned.
+    #[inline(always)]
+    pub(crate) fn decide<R>(
+        &self,
+        p: &mut Prepared<'_, K>,
+        queued: Option<(&WaitNode, u64)>,
+        refused: impl FnOnce(&mut Latches<'_, K>, &Prepared<'_, K>) -> R,
+    ) -> Option<R> {
+        let seq = queued.map(|(_, seq)| seq);
+        if p.entries.len() == 1 {
+            // One key, the common case: one latch and no list of latches to build.
+            let shard = p.entries[0].shard;
+            let mut st = self.shards[usize::from(shard)].lock();
+            let at = match queued {
+                None => st.find_or_insert(p.entries[0].hash, &p.entries[0].key),
+                Some((node, _)) => {
+                    node.clear();
+                    p.entries[0].slot
+                }
+            };
+            p.entries[0].slot = at;
+            let slot = &mut st.slots[at as usize];
+            let mode = p.entries[0].mode;
+            if !slot.grantable(&self.modes, mode, seq) {
+                let mut latches = Latches::one(shard, st);
+                let r = refused(&mut latches, p);
+                latches.free_idle(&p.entries);
+                return Some(r);
+            }
+            if let Some(seq) = seq {
+                slot.dequeue(seq);
+            }
+            let (grant, since) = (GrantId(unique_id()), Instant::now());
+            let token = slot.add_holder(&self.modes, self.holder_record(p, &p.entries[0], grant, since));
+            drop(st);
+            p.entries[0].token = token;
+            self.granted(p, grant, since);
+            return None;
+        }
+        let mut latches = Latches::lock(self, &p.entries);
+        match queued {
+            None => self.resolve(&mut latches, &mut p.entries),
+            Some((node, _)) => node.clear(),
+        }
+        if !self.all_grantable(&mut latches, &p.entries, seq) {
+            let r = refused(&mut latches, p);
+            latches.free_idle(&p.entries);
+            return Some(r);
+        }
+        let (grant, since) = (GrantId(unique_id()), Instant::now());
+        for i in 0..p.entries.len() {
+            let rec = self.holder_record(p, &p.entries[i], grant, since);
+            let slot = latches.slot(&p.entries[i]);
+            if let Some(seq) = seq {
+                slot.dequeue(seq);
+            }
+            p.entries[i].token = slot.add_holder(&self.modes, rec);
+        }
+        drop(latches);
+        self.granted(p, grant, since);
+        None
+    }
+
+    /// The holder record of key `e` of the grant being installed.
+    #[inline(always)]
+    fn holder_record(&self, p: &Prepared<'_, K>, e: &Entry<K>, grant: GrantId, since: Instant) -> HeldBy {
+        HeldBy {
+            grant,
+            owner: p.owner.clone(),
+            mode: e.mode,
+            message: e.message.clone(),
+            since,
+            token: 0,
+            n_keys: p.entries.len() as u32,
+        }
+    }
+
+    /// Arms the prepared set with its installed grant.
+    #[inline(always)]
+    fn granted(&self, p: &mut Prepared<'_, K>, grant: GrantId, since: Instant) {
+        self.metrics.add(Counter::Grants, 1);
+        p.arm(grant, since);
+    }
+
+    /// Builds the report of why a request that arrived at `seq` cannot be granted.
+    pub(crate) fn conflict(&self, latches: &mut Latches<'_, K>, p: &Prepared<'_, K>, seq: Option<u64>) -> Conflict<K> {
+        let modes = &self.modes;
+        let mut keys = Vec::new();
+        for e in &p.entries {
+            let st = latches.slot(e);
+            if st.grantable(modes, e.mode, seq) {
+                continue;
+            }
+            let holders = st.holders.iter().map(|h| self.holder(h, !modes.compatible(e.mode, h.mode))).collect();
+            let waiters_ahead = st
+                .queue
+                .iter()
+                .take_while(|q| seq.is_none_or(|s| q.seq < s))
+                .filter(|q| !modes.compatible(e.mode, q.mode))
+                .map(|q| Waiter {
+                    owner: q.node.owner.clone(),
+                    mode: q.mode,
+                    mode_name: modes.name(q.mode),
+                    since: q.node.since,
+                })
+                .collect();
+            keys.push(KeyConflict {
+                key: e.key.clone(),
+                asked: e.mode,
+                asked_name: modes.name(e.mode),
+                holders,
+                waiters_ahead,
+            });
+        }
+        Conflict { owner: p.owner.clone(), requested: p.entries.len(), keys }
+    }
+
+    /// Queues a waiter on every latched key and returns its arrival number.
+    pub(crate) fn enqueue(&self, latches: &mut Latches<'_, K>, p: &Prepared<'_, K>, node: &Arc<WaitNode>) -> u64 {
+        // Relaxed: taken while holding every latch of the request, so for each key the latch
+        // orders this number after the numbers of everyone already queued there.
+        let seq = self.wait_seq.fetch_add(1, Ordering::Relaxed);
+        for e in &p.entries {
+            latches.slot(e).enqueue(seq, e.mode, node);
+        }
+        seq
+    }
+
+    /// Removes waiter `seq` from every key of `p` and collects who may now proceed. The
+    /// records it leaves idle are freed by `decide`, or by the caller.
+    pub(crate) fn leave_queue(&self, latches: &mut Latches<'_, K>, p: &Prepared<'_, K>, seq: u64, wake: &mut WakeList) {
+        for e in &p.entries {
+            let st = latches.slot(e);
+            st.dequeue(seq);
+            st.collect_wakeable(&self.modes, wake);
+        }
+    }
+
+    /// Takes every key of `req` at once, or none and says why.
+    ///
+    /// Never waits for other holders: it fails if any key is held in an incompatible mode or
+    /// is owed to an incompatible request queued earlier (no barging). It does wait, briefly,
+    /// for other requests that are deciding on the same shards at this instant, so it never
+    /// fails because of a grant that is only half made.
+    ///
+    /// # Errors
+    /// [`AcquireError::Request`] for an invalid request, [`AcquireError::Conflict`] naming every
+    /// conflicting key, its holders and the waiters ahead.
+    ///
+    /// # Examples
+    /// ```
+    /// use lockcore::{LockTable, Request};
+    /// let table = LockTable::new();
+    /// let set = table.try_acquire(Request::new("cmd").exclusive(("vm", 42u64))).unwrap();
+    /// assert_eq!(set.len(), 1);
+    /// ```
+    pub fn try_acquire(&self, mut req: Request<K>) -> Result<LockSet<'_, K>, AcquireError<K>> {
+        // `prepare`, inline: the guard is built where it is returned from.
+        let mut p = LockSet::unarmed(self, req.owner);
+        self.prepare_items(&mut req.items, &mut p.entries)?;
+        let refused = self.decide(&mut p, None, |latches, p| {
+            let c = self.conflict(latches, p, None);
+            if cfg!(lockcore_mutant = "partial") {
+                // Deliberately broken: keeps the keys that were free (not all or nothing).
+                let grant = GrantId(unique_id());
+                for e in &p.entries {
+                    let st = latches.slot(e);
+                    if st.grantable(&self.modes, e.mode, None) {
+                        let rec = HeldBy {
+                            grant,
+                            owner: p.owner.clone(),
+                            mode: e.mode,
+                            message: None,
+                            since: Instant::now(),
+                            token: 0,
+                            n_keys: 0,
+                        };
+                        st.add_holder(&self.modes, rec);
+                    }
+                }
+            }
+            c
+        });
+        match refused {
+            None => Ok(p),
+            Some(c) => {
+                self.metrics.add(Counter::Conflicts, 1);
+                Err(AcquireError::Conflict(Box::new(c)))
+            }
+        }
+    }
+}
