@@ -14,6 +14,7 @@
 //! [`LockTable::decide`] is the one place phase 2 happens; `try_acquire`, `acquire`, the first
 //! poll of `acquire_async` and a queued waiter looking again all go through it.
 
+use crate::clock::{Anchor, Stamp};
 use crate::conflict::{AcquireError, Conflict, KeyConflict, Waiter};
 use crate::guard::LockSet;
 use crate::metrics::Counter;
@@ -27,7 +28,6 @@ use crate::ticket::{GrantId, Token};
 use crate::wait::WaitNode;
 use smallvec::SmallVec;
 use std::hash::Hash;
-use std::time::Instant;
 
 /// A record position not found yet (phase 1).
 const UNRESOLVED: u32 = u32::MAX;
@@ -260,7 +260,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             if let Some(seq) = seq {
                 slot.dequeue(seq);
             }
-            let (grant, since) = (GrantId(unique_id()), Instant::now());
+            let (grant, since) = (GrantId(unique_id()), Stamp::now());
             let token = slot.add_holder(&self.modes, self.holder_record(p, &p.entries[0], grant, since));
             drop(st);
             p.entries[0].token = token;
@@ -277,7 +277,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             latches.free_idle(&p.entries);
             return Some(r);
         }
-        let (grant, since) = (GrantId(unique_id()), Instant::now());
+        let (grant, since) = (GrantId(unique_id()), Stamp::now());
         for i in 0..p.entries.len() {
             let rec = self.holder_record(p, &p.entries[i], grant, since);
             let slot = latches.slot(&p.entries[i]);
@@ -293,7 +293,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
 
     /// The holder record of key `e` of the grant being installed.
     #[inline(always)]
-    fn holder_record(&self, p: &Prepared<'_, K>, e: &Entry<K>, grant: GrantId, since: Instant) -> HeldBy {
+    fn holder_record(&self, p: &Prepared<'_, K>, e: &Entry<K>, grant: GrantId, since: Stamp) -> HeldBy {
         HeldBy {
             grant,
             owner: p.owner.clone(),
@@ -307,7 +307,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
 
     /// Arms the prepared set with its installed grant.
     #[inline(always)]
-    fn granted(&self, p: &mut Prepared<'_, K>, grant: GrantId, since: Instant) {
+    fn granted(&self, p: &mut Prepared<'_, K>, grant: GrantId, since: Stamp) {
         self.metrics.add(Counter::Grants, 1);
         p.arm(grant, since);
     }
@@ -315,13 +315,15 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     /// Builds the report of why a request that arrived at `seq` cannot be granted.
     pub(crate) fn conflict(&self, latches: &mut Latches<'_, K>, p: &Prepared<'_, K>, seq: Option<u64>) -> Conflict<K> {
         let modes = &self.modes;
+        let anchor = Anchor::get();
         let mut keys = Vec::new();
         for e in &p.entries {
             let st = latches.slot(e);
             if st.grantable(modes, e.mode, seq) {
                 continue;
             }
-            let holders = st.holders.iter().map(|h| self.holder(h, !modes.compatible(e.mode, h.mode))).collect();
+            let holders =
+                st.holders.iter().map(|h| self.holder(h, !modes.compatible(e.mode, h.mode), anchor)).collect();
             let waiters_ahead = st
                 .queue
                 .iter()
@@ -401,7 +403,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
                             owner: p.owner.clone(),
                             mode: e.mode,
                             message: None,
-                            since: Instant::now(),
+                            since: Stamp::now(),
                             token: 0,
                             n_keys: 0,
                         };

@@ -1,5 +1,6 @@
 //! `LockSet`: a granted request, released when dropped.
 
+use crate::clock::{Anchor, Stamp};
 use crate::grant::{Entries, Entry};
 use crate::metrics::Counter;
 use crate::mode::Mode;
@@ -20,7 +21,7 @@ pub struct LockSet<'t, K: Hash + Eq + Clone> {
     pub(crate) owner: Owner,
     /// When granted; `None` while the set is only a prepared request (then dropping it
     /// releases nothing).
-    since: Option<Instant>,
+    since: Option<Stamp>,
     /// Sorted by shard, distinct. Empty once released or turned into a ticket.
     pub(crate) entries: Entries<K>,
 }
@@ -34,7 +35,7 @@ impl<'t, K: Hash + Eq + Clone> LockSet<'t, K> {
 
     /// Marks the set as granted: from now on dropping it releases the grant.
     #[inline(always)]
-    pub(crate) fn arm(&mut self, grant: GrantId, since: Instant) {
+    pub(crate) fn arm(&mut self, grant: GrantId, since: Stamp) {
         self.grant = grant;
         self.since = Some(since);
     }
@@ -52,7 +53,7 @@ impl<'t, K: Hash + Eq + Clone> LockSet<'t, K> {
     /// When it was granted.
     pub fn since(&self) -> Instant {
         // Always set: a `LockSet` reaches users only once granted.
-        self.since.unwrap_or_else(Instant::now)
+        self.since.map_or_else(Instant::now, |s| Anchor::get().instant(s))
     }
 
     /// Distinct keys held.

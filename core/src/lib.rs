@@ -50,6 +50,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod backend;
+mod clock;
 mod conflict;
 mod grant;
 mod guard;

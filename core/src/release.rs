@@ -1,5 +1,6 @@
 //! Releasing: by guard, by ticket, by owner, and forced.
 
+use crate::clock::Stamp;
 use crate::grant::{notify_all, Entry, Latches};
 use crate::metrics::Counter;
 use crate::request::Owner;
@@ -8,7 +9,6 @@ use crate::table::LockTable;
 use crate::ticket::{GrantId, ReleaseError, Ticket, TicketLock};
 use smallvec::SmallVec;
 use std::hash::Hash;
-use std::time::Instant;
 
 /// A ticket's key: its shard, its record's position if the table has one, and the ticket's lock.
 type Located<'a, K> = (u16, Option<u32>, &'a TicketLock<K>);
@@ -17,7 +17,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     /// Releases a guard's grant. A record already gone (force-released) is skipped: a grant id
     /// is never reused, so this cannot touch anyone else's lock, even where the guard's record
     /// position has since been given to another key.
-    pub(crate) fn release_entries(&self, grant: GrantId, entries: &[Entry<K>], since: Instant, counter: Counter) {
+    pub(crate) fn release_entries(&self, grant: GrantId, entries: &[Entry<K>], since: Stamp, counter: Counter) {
         let removed = if let [e] = entries {
             // One key: no list of latches to build, and no wake list unless someone waits.
             let mut st = self.shards[usize::from(e.shard)].lock();

@@ -7,6 +7,7 @@
 //! every record, and unlatch, so a grant is installed in one indivisible step; see
 //! `docs/design.md` ("Linearizable batches").
 
+use crate::clock::Stamp;
 use crate::mode::{Mode, ModeTable, MAX_MODES};
 use crate::request::{LockMessage, Owner};
 use crate::sync::Arc;
@@ -14,7 +15,6 @@ use crate::ticket::{GrantId, Token};
 use crate::wait::WaitNode;
 use smallvec::SmallVec;
 use std::collections::VecDeque;
-use std::time::Instant;
 
 /// A holder record: one key of one grant.
 #[derive(Clone)]
@@ -23,7 +23,7 @@ pub(crate) struct HeldBy {
     pub(crate) owner: Owner,
     pub(crate) mode: Mode,
     pub(crate) message: Option<LockMessage>,
-    pub(crate) since: Instant,
+    pub(crate) since: Stamp,
     /// The fencing token, or 0 for an unfenced mode (tokens start at 1): a plain `u64` keeps
     /// the record at 64 bytes, one cache line.
     pub(crate) token: u64,

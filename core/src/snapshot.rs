@@ -1,5 +1,6 @@
 //! Introspection, as PostgreSQL's `pg_locks` and `pg_blocking_pids`.
 
+use crate::clock::Anchor;
 use crate::mode::Mode;
 use crate::request::{LockMessage, Owner};
 use crate::table::LockTable;
@@ -61,6 +62,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     pub fn snapshot(&self) -> Snapshot<K> {
         let shards = self.lock_all();
         let taken_at = Instant::now();
+        let anchor = Anchor::get();
         let mut held = Vec::new();
         let mut waiting = Vec::new();
         for st in &shards {
@@ -72,7 +74,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
                     grant: h.grant,
                     mode: h.mode,
                     message: h.message.clone(),
-                    since: h.since,
+                    since: anchor.instant(h.since),
                     token: h.token(),
                 }));
                 waiting.extend(slot.queue.iter().map(|q| WaitingLock {

@@ -15,6 +15,7 @@
 //! no-barging rule, and the global order makes the "waits behind" relation acyclic, so the
 //! earliest waiter is only ever held up by holders, which do not wait.
 
+use crate::clock::Anchor;
 use crate::conflict::Holder;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::mode::ModeTable;
@@ -202,18 +203,19 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         let (hash, shard) = self.place(key);
         let st = self.shards[usize::from(shard)].lock();
         let Some(at) = st.find(hash, key) else { return Vec::new() };
-        st.slots[at as usize].holders.iter().map(|h| self.holder(h, false)).collect()
+        let anchor = Anchor::get();
+        st.slots[at as usize].holders.iter().map(|h| self.holder(h, false, anchor)).collect()
     }
 
     /// A holder record as the public API shows it.
-    pub(crate) fn holder(&self, h: &HeldBy, blocking: bool) -> Holder {
+    pub(crate) fn holder(&self, h: &HeldBy, blocking: bool, anchor: &Anchor) -> Holder {
         Holder {
             owner: h.owner.clone(),
             grant: h.grant,
             mode: h.mode,
             mode_name: self.modes.name(h.mode),
             message: h.message.clone(),
-            since: h.since,
+            since: anchor.instant(h.since),
             token: h.token(),
             blocking,
         }
