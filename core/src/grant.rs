@@ -262,6 +262,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             }
             let (grant, since) = (GrantId(unique_id()), Stamp::now());
             let token = slot.add_holder(&self.modes, self.holder_record(p, &p.entries[0], grant, since));
+            st.grants += 1;
             drop(st);
             p.entries[0].token = token;
             self.granted(p, grant, since);
@@ -286,6 +287,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             }
             p.entries[i].token = slot.add_holder(&self.modes, rec);
         }
+        latches.shard(p.entries[0].shard).grants += 1;
         drop(latches);
         self.granted(p, grant, since);
         None
@@ -305,10 +307,9 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         }
     }
 
-    /// Arms the prepared set with its installed grant.
+    /// Arms the prepared set with its installed grant (counted in its first shard).
     #[inline(always)]
     fn granted(&self, p: &mut Prepared<'_, K>, grant: GrantId, since: Stamp) {
-        self.metrics.add(Counter::Grants, 1);
         p.arm(grant, since);
     }
 

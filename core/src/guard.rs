@@ -2,7 +2,6 @@
 
 use crate::clock::{Anchor, Stamp};
 use crate::grant::{Entries, Entry};
-use crate::metrics::Counter;
 use crate::mode::Mode;
 use crate::request::Owner;
 use crate::table::LockTable;
@@ -114,7 +113,7 @@ impl<K: Hash + Eq + Clone> LockSet<'_, K> {
 impl<K: Hash + Eq + Clone> Drop for LockSet<'_, K> {
     fn drop(&mut self) {
         if let (Some(since), false) = (self.since, self.entries.is_empty()) {
-            self.table.release_entries(self.grant, &self.entries, since, Counter::Releases);
+            self.table.release_entries(self.grant, &self.entries, since);
         }
         self.give_back_entries();
     }

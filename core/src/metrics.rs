@@ -92,14 +92,6 @@ impl Metrics {
         self.stripe().hold_ns[bucket(d)].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// `add(c, 1)` and `record_hold(d)` on one stripe lookup (a release).
-    #[inline]
-    pub(crate) fn add_and_record_hold(&self, c: Counter, d: Duration) {
-        let stripe = self.stripe();
-        stripe.counters[c as usize].fetch_add(1, Ordering::Relaxed);
-        stripe.hold_ns[bucket(d)].fetch_add(1, Ordering::Relaxed);
-    }
-
     pub(crate) fn snapshot(&self) -> MetricsSnapshot {
         let sum = |c: Counter| self.stripes.iter().map(|s| s.counters[c as usize].load(Ordering::Relaxed)).sum();
         let hist = |pick: fn(&Stripe) -> &[AtomicU64; BUCKETS]| Histogram {

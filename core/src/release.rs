@@ -17,13 +17,15 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     /// Releases a guard's grant. A record already gone (force-released) is skipped: a grant id
     /// is never reused, so this cannot touch anyone else's lock, even where the guard's record
     /// position has since been given to another key.
-    pub(crate) fn release_entries(&self, grant: GrantId, entries: &[Entry<K>], since: Stamp, counter: Counter) {
+    pub(crate) fn release_entries(&self, grant: GrantId, entries: &[Entry<K>], since: Stamp) {
         let removed = if let [e] = entries {
             // One key: no list of latches to build, and no wake list unless someone waits.
             let mut st = self.shards[usize::from(e.shard)].lock();
             let Some(slot) = st.slots.get_mut(e.slot as usize) else { return };
             let removed = slot.drop_holder(grant);
             if removed {
+                st.releases += 1;
+                let slot = &mut st.slots[e.slot as usize];
                 if slot.queue.is_empty() {
                     st.free_if_idle(e.slot);
                 } else {
@@ -47,13 +49,16 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
                     st.free_if_idle(e.slot);
                 }
             }
+            if removed {
+                latches.shard(entries[0].shard).releases += 1;
+            }
             drop(latches);
             notify_all(wake);
             removed
         };
         // A guard whose grant was force-released frees nothing and is not a release.
         if removed {
-            self.metrics.add_and_record_hold(counter, since.elapsed());
+            self.metrics.record_hold(since.elapsed());
         }
     }
 
@@ -122,9 +127,9 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             record.collect_wakeable(&self.modes, &mut wake);
             st.free_if_idle(slot);
         }
+        latches.shard(at[0].0).releases += 1;
         drop(latches);
         notify_all(wake);
-        self.metrics.add(Counter::Releases, 1);
         if let Some(since) = since {
             self.metrics.record_hold(since.elapsed());
         }

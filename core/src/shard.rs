@@ -32,6 +32,8 @@ impl<K> Shard<K> {
             slots: Vec::new(),
             free: Vec::new(),
             floor: token_floor,
+            grants: 0,
+            releases: 0,
         }))
     }
 
@@ -56,6 +58,11 @@ pub(crate) struct ShardState<K> {
     /// this, and a new record starts from it: a key's tokens keep increasing across the
     /// freeing of its record (and, from a persisted floor, across restarts).
     floor: u64,
+    /// Grants decided in this shard (a grant of several keys counts in the shard of its first
+    /// key) and releases of them by their holders: counted under the latch, so the hot path
+    /// pays no atomic for them (`LockTable::metrics` adds them up).
+    pub(crate) grants: u64,
+    pub(crate) releases: u64,
 }
 
 impl<K: Eq> ShardState<K> {
@@ -73,7 +80,7 @@ impl<K: Eq> ShardState<K> {
     where
         K: Clone,
     {
-        let Self { index, slots, free, floor } = self;
+        let Self { index, slots, free, floor, .. } = self;
         // One probe: the entry is either the key's or the vacant place for it.
         match index.entry(hash, |&(h, i)| h == hash && slots[i as usize].key.as_ref() == Some(key), |&(h, _)| h) {
             hashbrown::hash_table::Entry::Occupied(e) => e.get().1,

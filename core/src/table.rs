@@ -158,7 +158,13 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
 
     /// Counters and histograms since the table was made.
     pub fn metrics(&self) -> MetricsSnapshot {
-        self.metrics.snapshot()
+        let mut m = self.metrics.snapshot();
+        for shard in self.shards.iter() {
+            let st = shard.lock();
+            m.grants += st.grants;
+            m.releases += st.releases;
+        }
+        m
     }
 
     /// `key`'s hash and shard number.
