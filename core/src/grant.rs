@@ -41,6 +41,9 @@ pub(crate) struct Entry<K> {
     /// holds or waits for the key, since such a record is never freed.
     pub(crate) slot: u32,
     pub(crate) shard: u16,
+    /// The position of the entry's shard in the request's [`Latches`], set when they are
+    /// taken, so a look-up of the entry's record is two indexings.
+    pub(crate) latch: u16,
     pub(crate) mode: Mode,
     pub(crate) message: Option<LockMessage>,
     /// The fencing token, or 0 for an unfenced mode (tokens start at 1).
@@ -70,10 +73,20 @@ pub(crate) struct Latches<'a, K> {
 }
 
 impl<'a, K: Hash + Eq + Clone> Latches<'a, K> {
-    /// Latches the shards of `entries` (sorted by shard), each once, in order.
+    /// Latches the shards of `entries` (sorted by shard), each once, in order, and notes in
+    /// each entry where its shard's latch is.
     #[inline(always)]
-    pub(crate) fn lock(table: &'a LockTable<K>, entries: &[Entry<K>]) -> Self {
-        Self::lock_shards(table, entries.iter().map(|e| e.shard))
+    pub(crate) fn lock(table: &'a LockTable<K>, entries: &mut [Entry<K>]) -> Self {
+        let mut latched: SmallVec<[(u16, MutexGuard<'a, ShardState<K>>); 16]> = SmallVec::new();
+        for e in entries.iter_mut() {
+            if latched.last().is_none_or(|(s, _)| *s != e.shard) {
+                debug_assert!(latched.last().is_none_or(|(s, _)| *s < e.shard), "entries not sorted by shard");
+                latched.push((e.shard, table.shards[usize::from(e.shard)].lock()));
+            }
+            // At most 2^16 shards, so at most 2^16 latches.
+            e.latch = (latched.len() - 1) as u16;
+        }
+        Self { shards: latched, hint: 0 }
     }
 
     /// Latches `shards` (sorted, repeats allowed), each once, in order. Inlined, so the
@@ -110,16 +123,22 @@ impl<'a, K: Hash + Eq + Clone> Latches<'a, K> {
         &mut self.shards[at].1
     }
 
-    /// The record of a resolved entry.
+    /// The latched shard of an entry (latched through [`Latches::lock`]).
+    #[inline]
+    pub(crate) fn state(&mut self, e: &Entry<K>) -> &mut ShardState<K> {
+        &mut self.shards[usize::from(e.latch)].1
+    }
+
+    /// The record of a resolved entry (latched through [`Latches::lock`]).
     #[inline]
     pub(crate) fn slot(&mut self, e: &Entry<K>) -> &mut Slot<K> {
-        &mut self.shard(e.shard).slots[e.slot as usize]
+        &mut self.state(e).slots[e.slot as usize]
     }
 
     /// Frees the records of `entries` that nobody holds or waits for any more.
     pub(crate) fn free_idle(&mut self, entries: &[Entry<K>]) {
         for e in entries {
-            self.shard(e.shard).free_if_idle(e.slot);
+            self.state(e).free_if_idle(e.slot);
         }
     }
 }
@@ -175,6 +194,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
                 hash,
                 slot: UNRESOLVED,
                 shard,
+                latch: 0,
                 mode: i.mode,
                 message: i.message,
                 token: 0,
@@ -193,7 +213,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     #[inline(always)]
     fn resolve(&self, latches: &mut Latches<'_, K>, entries: &mut Entries<K>) {
         for e in entries.iter_mut() {
-            e.slot = latches.shard(e.shard).find_or_insert(e.hash, &e.key);
+            e.slot = latches.state(e).find_or_insert(e.hash, &e.key);
         }
         // A key named twice is in one shard: only a shard with two entries can hold a repeat.
         if entries.windows(2).any(|w| w[0].shard == w[1].shard) {
@@ -249,6 +269,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
                 }
             };
             p.entries[0].slot = at;
+            p.entries[0].latch = 0;
             let slot = &mut st.slots[at as usize];
             let mode = p.entries[0].mode;
             if !slot.grantable(&self.modes, mode, seq) {
@@ -268,7 +289,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             self.granted(p, grant, since);
             return None;
         }
-        let mut latches = Latches::lock(self, &p.entries);
+        let mut latches = Latches::lock(self, &mut p.entries);
         match queued {
             None => self.resolve(&mut latches, &mut p.entries),
             Some((node, _)) => node.clear(),
@@ -279,15 +300,25 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             return Some(r);
         }
         let (grant, since) = (GrantId(unique_id()), Stamp::now());
-        for i in 0..p.entries.len() {
-            let rec = self.holder_record(p, &p.entries[i], grant, since);
-            let slot = latches.slot(&p.entries[i]);
+        let n_keys = p.entries.len() as u32;
+        let LockSet { owner, entries, .. } = p;
+        for e in entries.iter_mut() {
+            let rec = HeldBy {
+                grant,
+                owner: owner.clone(),
+                mode: e.mode,
+                message: e.message.clone(),
+                since,
+                token: 0,
+                n_keys,
+            };
+            let slot = latches.slot(e);
             if let Some(seq) = seq {
                 slot.dequeue(seq);
             }
-            p.entries[i].token = slot.add_holder(&self.modes, rec);
+            e.token = slot.add_holder(&self.modes, rec);
         }
-        latches.shard(p.entries[0].shard).grants += 1;
+        latches.state(&p.entries[0]).grants += 1;
         drop(latches);
         self.granted(p, grant, since);
         None
@@ -316,7 +347,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     /// Builds the report of why a request that arrived at `seq` cannot be granted.
     pub(crate) fn conflict(&self, latches: &mut Latches<'_, K>, p: &Prepared<'_, K>, seq: Option<u64>) -> Conflict<K> {
         let modes = &self.modes;
-        let anchor = Anchor::get();
+        let anchor = Anchor::now();
         let mut keys = Vec::new();
         for e in &p.entries {
             let st = latches.slot(e);
@@ -324,7 +355,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
                 continue;
             }
             let holders =
-                st.holders.iter().map(|h| self.holder(h, !modes.compatible(e.mode, h.mode), anchor)).collect();
+                st.holders.iter().map(|h| self.holder(h, !modes.compatible(e.mode, h.mode), &anchor)).collect();
             let waiters_ahead = st
                 .queue
                 .iter()

@@ -52,7 +52,7 @@ impl<'t, K: Hash + Eq + Clone> LockSet<'t, K> {
     /// When it was granted.
     pub fn since(&self) -> Instant {
         // Always set: a `LockSet` reaches users only once granted.
-        self.since.map_or_else(Instant::now, |s| Anchor::get().instant(s))
+        self.since.map_or_else(Instant::now, |s| Anchor::now().instant(s))
     }
 
     /// Distinct keys held.
@@ -113,7 +113,7 @@ impl<K: Hash + Eq + Clone> LockSet<'_, K> {
 impl<K: Hash + Eq + Clone> Drop for LockSet<'_, K> {
     fn drop(&mut self) {
         if let (Some(since), false) = (self.since, self.entries.is_empty()) {
-            self.table.release_entries(self.grant, &self.entries, since);
+            self.table.release_entries(self.grant, &mut self.entries, since);
         }
         self.give_back_entries();
     }

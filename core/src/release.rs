@@ -17,7 +17,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     /// Releases a guard's grant. A record already gone (force-released) is skipped: a grant id
     /// is never reused, so this cannot touch anyone else's lock, even where the guard's record
     /// position has since been given to another key.
-    pub(crate) fn release_entries(&self, grant: GrantId, entries: &[Entry<K>], since: Stamp) {
+    pub(crate) fn release_entries(&self, grant: GrantId, entries: &mut [Entry<K>], since: Stamp) {
         let removed = if let [e] = entries {
             // One key: no list of latches to build, and no wake list unless someone waits.
             let mut st = self.shards[usize::from(e.shard)].lock();
@@ -40,8 +40,8 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             let mut wake = WakeList::new();
             let mut removed = false;
             let mut latches = Latches::lock(self, entries);
-            for e in entries {
-                let st = latches.shard(e.shard);
+            for e in entries.iter() {
+                let st = latches.state(e);
                 let Some(slot) = st.slots.get_mut(e.slot as usize) else { continue };
                 if slot.drop_holder(grant) {
                     removed = true;
@@ -50,7 +50,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
                 }
             }
             if removed {
-                latches.shard(entries[0].shard).releases += 1;
+                latches.state(&entries[0]).releases += 1;
             }
             drop(latches);
             notify_all(wake);

@@ -62,7 +62,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     pub fn snapshot(&self) -> Snapshot<K> {
         let shards = self.lock_all();
         let taken_at = Instant::now();
-        let anchor = Anchor::get();
+        let anchor = Anchor::now();
         let mut held = Vec::new();
         let mut waiting = Vec::new();
         for st in &shards {

@@ -209,8 +209,8 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         let (hash, shard) = self.place(key);
         let st = self.shards[usize::from(shard)].lock();
         let Some(at) = st.find(hash, key) else { return Vec::new() };
-        let anchor = Anchor::get();
-        st.slots[at as usize].holders.iter().map(|h| self.holder(h, false, anchor)).collect()
+        let anchor = Anchor::now();
+        st.slots[at as usize].holders.iter().map(|h| self.holder(h, false, &anchor)).collect()
     }
 
     /// A holder record as the public API shows it.

@@ -123,9 +123,9 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     }
 
     /// Takes a queued request out of every queue, waking whoever it held up.
-    fn abandon(&self, p: &Prepared<'_, K>, seq: u64) {
+    fn abandon(&self, p: &mut Prepared<'_, K>, seq: u64) {
         let mut wake = WakeList::new();
-        let mut latches = Latches::lock(self, &p.entries);
+        let mut latches = Latches::lock(self, &mut p.entries);
         self.leave_queue(&mut latches, p, seq, &mut wake);
         latches.free_idle(&p.entries);
         drop(latches);
@@ -283,7 +283,7 @@ impl<'t, K: Hash + Eq + Clone> Future for Acquire<'t, K> {
 
 impl<K: Hash + Eq + Clone> Drop for Acquire<'_, K> {
     fn drop(&mut self) {
-        if let State::Queued { p, seq, .. } = &self.state {
+        if let State::Queued { p, seq, .. } = &mut self.state {
             self.table.abandon(p, *seq);
             self.table.metrics.add(Counter::Cancellations, 1);
         }
