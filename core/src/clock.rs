@@ -3,58 +3,89 @@
 //! Every grant reads the clock once (its "held since") and every release once more (the
 //! hold-time histogram). `std::time::Instant::now()` costs about 30 ns here (a vDSO
 //! `clock_gettime`), which made the two reads a fifth of a whole uncontended acquire and
-//! release; the CPU's time-stamp counter, through `quanta`, costs about 11 ns, scaled to
-//! nanoseconds against the monotonic clock it calibrates itself on (once per process, well
-//! under a millisecond here). Under miri and loom the standard clock is used.
+//! release. A [`Stamp`] is instead a raw reading of the CPU's time-stamp counter through
+//! `quanta` (one `rdtsc`), scaled to nanoseconds only when a duration is needed, with the
+//! factor `quanta` calibrated against the monotonic clock once per process (well under a
+//! millisecond here). Where there is no usable counter `quanta` reads the monotonic clock
+//! instead; under miri and loom the standard clock is used.
 //!
-//! The public API speaks `std::time::Instant`: a [`Stamp`] becomes one through an [`Anchor`],
-//! a reading of both clocks taken when a report (a conflict, a snapshot, `LockSet::since`) is
-//! made. A fresh anchor puts every stamp in the past of the standard clock, and off by at most
-//! the two clocks' drift over the time since the stamp (`quanta` scales the counter to the
-//! monotonic clock's rate as it measured it at calibration: parts per million, so microseconds
-//! for a lock held for seconds). Two reports of one grant may therefore differ by that much.
+//! The public API speaks `std::time::Instant`: a stamp becomes one through an [`Anchor`], a
+//! reading of both clocks taken when a report (a conflict, a snapshot, `LockSet::since`) is
+//! made. A fresh anchor puts every stamp in the past of the standard clock, off by at most the
+//! two clocks' drift since the stamp (parts per million of the time held); two reports of one
+//! grant may differ by that much.
 
 use std::time::{Duration, Instant};
 
-#[cfg(not(any(miri, loom)))]
-type Raw = quanta::Instant;
-#[cfg(any(miri, loom))]
-type Raw = Instant;
-
-/// A reading of the grant clock.
+/// A raw reading of the grant clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Stamp(Raw);
+pub(crate) struct Stamp(u64);
 
-impl Stamp {
-    #[inline]
-    pub(crate) fn now() -> Self {
-        Self(Raw::now())
+/// The grant clock of one table.
+#[derive(Clone)]
+pub(crate) struct Clock {
+    #[cfg(not(any(miri, loom)))]
+    counter: quanta::Clock,
+    #[cfg(any(miri, loom))]
+    origin: Instant,
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
+impl Clock {
+    pub(crate) fn new() -> Self {
+        #[cfg(not(any(miri, loom)))]
+        return Self { counter: quanta::Clock::new() };
+        #[cfg(any(miri, loom))]
+        return Self { origin: Instant::now() };
     }
 
-    /// Time since this stamp (zero if the clock reads earlier).
     #[inline]
-    pub(crate) fn elapsed(self) -> Duration {
-        Raw::now().saturating_duration_since(self.0)
+    pub(crate) fn now(&self) -> Stamp {
+        #[cfg(not(any(miri, loom)))]
+        return Stamp(self.counter.raw());
+        #[cfg(any(miri, loom))]
+        return Stamp(u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    /// The time from `start` to `end` (zero if `end` reads earlier).
+    #[inline]
+    pub(crate) fn between(&self, start: Stamp, end: Stamp) -> Duration {
+        #[cfg(not(any(miri, loom)))]
+        return self.counter.delta(start.0, end.0);
+        #[cfg(any(miri, loom))]
+        return Duration::from_nanos(end.0.saturating_sub(start.0));
+    }
+
+    /// Time since `s`.
+    #[inline]
+    pub(crate) fn since(&self, s: Stamp) -> Duration {
+        self.between(s, self.now())
+    }
+
+    /// Both clocks, now.
+    pub(crate) fn anchor(&self) -> Anchor<'_> {
+        // The standard clock second, so no stamp taken before converts to an instant after it.
+        let stamp = self.now();
+        Anchor { clock: self, stamp, instant: Instant::now() }
     }
 }
 
 /// Both clocks read at (nearly) one instant, to turn stamps into `std::time::Instant`s.
-pub(crate) struct Anchor {
-    stamp: Raw,
+pub(crate) struct Anchor<'c> {
+    clock: &'c Clock,
+    stamp: Stamp,
     instant: Instant,
 }
 
-impl Anchor {
-    /// Both clocks, now (the standard clock second, so no stamp taken before converts to an
-    /// instant after it).
-    pub(crate) fn now() -> Self {
-        let stamp = Raw::now();
-        Self { stamp, instant: Instant::now() }
-    }
-
+impl Anchor<'_> {
     /// The standard-clock instant of `s` (a stamp taken before the anchor).
     pub(crate) fn instant(&self, s: Stamp) -> Instant {
-        let ago = self.stamp.saturating_duration_since(s.0);
+        let ago = self.clock.between(s, self.stamp);
         self.instant.checked_sub(ago).unwrap_or(self.instant)
     }
 }
@@ -65,14 +96,17 @@ mod tests {
 
     #[test]
     fn stamps_become_instants_in_order_and_near_the_standard_clock() {
+        let clock = Clock::new();
         let before = Instant::now();
-        let a = Stamp::now();
+        let a = clock.now();
         std::thread::sleep(Duration::from_millis(5));
-        let b = Stamp::now();
+        let b = clock.now();
         let after = Instant::now();
         assert!(a <= b);
-        assert!(b.elapsed() <= after.elapsed() + Duration::from_millis(50));
-        let anchor = Anchor::now();
+        assert!(clock.since(b) <= after.elapsed() + Duration::from_millis(50));
+        assert!(clock.between(a, b) >= Duration::from_millis(4), "{:?}", clock.between(a, b));
+        assert_eq!(clock.between(b, a), Duration::ZERO);
+        let anchor = clock.anchor();
         let (ia, ib) = (anchor.instant(a), anchor.instant(b));
         assert!(ia <= ib);
         assert!(ib.duration_since(ia) >= Duration::from_millis(4), "{:?}", ib.duration_since(ia));

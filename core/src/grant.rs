@@ -14,7 +14,7 @@
 //! [`LockTable::decide`] is the one place phase 2 happens; `try_acquire`, `acquire`, the first
 //! poll of `acquire_async` and a queued waiter looking again all go through it.
 
-use crate::clock::{Anchor, Stamp};
+use crate::clock::Stamp;
 use crate::conflict::{AcquireError, Conflict, KeyConflict, Waiter};
 use crate::guard::LockSet;
 use crate::metrics::Counter;
@@ -281,7 +281,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             if let Some(seq) = seq {
                 slot.dequeue(seq);
             }
-            let (grant, since) = (GrantId(unique_id()), Stamp::now());
+            let (grant, since) = (GrantId(unique_id()), self.clock.now());
             let token = slot.add_holder(&self.modes, self.holder_record(p, &p.entries[0], grant, since));
             st.grants += 1;
             drop(st);
@@ -299,7 +299,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             latches.free_idle(&p.entries);
             return Some(r);
         }
-        let (grant, since) = (GrantId(unique_id()), Stamp::now());
+        let (grant, since) = (GrantId(unique_id()), self.clock.now());
         let n_keys = p.entries.len() as u32;
         let LockSet { owner, entries, .. } = p;
         for e in entries.iter_mut() {
@@ -347,7 +347,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     /// Builds the report of why a request that arrived at `seq` cannot be granted.
     pub(crate) fn conflict(&self, latches: &mut Latches<'_, K>, p: &Prepared<'_, K>, seq: Option<u64>) -> Conflict<K> {
         let modes = &self.modes;
-        let anchor = Anchor::now();
+        let anchor = self.clock.anchor();
         let mut keys = Vec::new();
         for e in &p.entries {
             let st = latches.slot(e);
@@ -435,7 +435,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
                             owner: p.owner.clone(),
                             mode: e.mode,
                             message: None,
-                            since: Stamp::now(),
+                            since: self.clock.now(),
                             token: 0,
                             n_keys: 0,
                         };

@@ -1,6 +1,6 @@
 //! `LockSet`: a granted request, released when dropped.
 
-use crate::clock::{Anchor, Stamp};
+use crate::clock::Stamp;
 use crate::grant::{Entries, Entry};
 use crate::mode::Mode;
 use crate::request::Owner;
@@ -52,7 +52,7 @@ impl<'t, K: Hash + Eq + Clone> LockSet<'t, K> {
     /// When it was granted.
     pub fn since(&self) -> Instant {
         // Always set: a `LockSet` reaches users only once granted.
-        self.since.map_or_else(Instant::now, |s| Anchor::now().instant(s))
+        self.since.map_or_else(Instant::now, |s| self.table.clock.anchor().instant(s))
     }
 
     /// Distinct keys held.

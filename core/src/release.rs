@@ -58,7 +58,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         };
         // A guard whose grant was force-released frees nothing and is not a release.
         if removed {
-            self.metrics.record_hold(since.elapsed());
+            self.metrics.record_hold(self.clock.since(since));
         }
     }
 
@@ -131,7 +131,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         drop(latches);
         notify_all(wake);
         if let Some(since) = since {
-            self.metrics.record_hold(since.elapsed());
+            self.metrics.record_hold(self.clock.since(since));
         }
         Ok(())
     }
@@ -194,7 +194,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
                         Some(&i) => tickets[i].locks.push(lock),
                         None => {
                             // One hold-time sample per grant, not per key.
-                            self.metrics.record_hold(h.since.elapsed());
+                            self.metrics.record_hold(self.clock.since(h.since));
                             index.insert(h.grant, tickets.len());
                             tickets.push(Ticket {
                                 table: self.id(),

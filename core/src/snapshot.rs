@@ -1,6 +1,5 @@
 //! Introspection, as PostgreSQL's `pg_locks` and `pg_blocking_pids`.
 
-use crate::clock::Anchor;
 use crate::mode::Mode;
 use crate::request::{LockMessage, Owner};
 use crate::table::LockTable;
@@ -62,7 +61,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     pub fn snapshot(&self) -> Snapshot<K> {
         let shards = self.lock_all();
         let taken_at = Instant::now();
-        let anchor = Anchor::now();
+        let anchor = self.clock.anchor();
         let mut held = Vec::new();
         let mut waiting = Vec::new();
         for st in &shards {

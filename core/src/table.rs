@@ -15,7 +15,7 @@
 //! no-barging rule, and the global order makes the "waits behind" relation acyclic, so the
 //! earliest waiter is only ever held up by holders, which do not wait.
 
-use crate::clock::Anchor;
+use crate::clock::{Anchor, Clock};
 use crate::conflict::Holder;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::mode::ModeTable;
@@ -60,6 +60,8 @@ pub struct LockTable<K> {
     pub(crate) metrics: Metrics,
     /// Buffers for the entries of guards of more than one key.
     pub(crate) pool: EntryPool<K>,
+    /// When grants were made.
+    pub(crate) clock: Clock,
 }
 
 /// Builds a [`LockTable`] with non-default settings.
@@ -114,6 +116,7 @@ impl Builder {
             wait_seq: AtomicU64::new(0),
             metrics: Metrics::new(),
             pool: EntryPool::new(),
+            clock: Clock::new(),
         }
     }
 }
@@ -209,7 +212,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         let (hash, shard) = self.place(key);
         let st = self.shards[usize::from(shard)].lock();
         let Some(at) = st.find(hash, key) else { return Vec::new() };
-        let anchor = Anchor::now();
+        let anchor = self.clock.anchor();
         st.slots[at as usize].holders.iter().map(|h| self.holder(h, false, &anchor)).collect()
     }
 
