@@ -138,7 +138,7 @@ impl<'a, K: Hash + Eq + Clone> Latches<'a, K> {
     /// Frees the records of `entries` that nobody holds or waits for any more.
     pub(crate) fn free_idle(&mut self, entries: &[Entry<K>]) {
         for e in entries {
-            self.state(e).free_if_idle(e.slot);
+            self.state(e).retire_if_idle(e.slot);
         }
     }
 }

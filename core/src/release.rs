@@ -27,7 +27,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
                 st.releases += 1;
                 let slot = &mut st.slots[e.slot as usize];
                 if slot.queue.is_empty() {
-                    st.free_if_idle(e.slot);
+                    st.retire_if_idle(e.slot);
                 } else {
                     let mut wake = WakeList::new();
                     slot.collect_wakeable(&self.modes, &mut wake);
@@ -46,7 +46,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
                 if slot.drop_holder(grant) {
                     removed = true;
                     slot.collect_wakeable(&self.modes, &mut wake);
-                    st.free_if_idle(e.slot);
+                    st.retire_if_idle(e.slot);
                 }
             }
             if removed {
@@ -125,7 +125,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             let record = &mut st.slots[slot as usize];
             since = record.remove_holder(grant).map(|h| h.since);
             record.collect_wakeable(&self.modes, &mut wake);
-            st.free_if_idle(slot);
+            st.retire_if_idle(slot);
         }
         latches.shard(at[0].0).releases += 1;
         drop(latches);
@@ -187,7 +187,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
                 }
                 record.collect_wakeable(&self.modes, &mut wake);
                 let Some(key) = record.key.clone() else { continue };
-                st.free_if_idle(at);
+                st.retire_if_idle(at);
                 for h in removed.drain(..) {
                     let lock = TicketLock { key: key.clone(), mode: h.mode, token: h.token(), message: h.message };
                     match index.get(&h.grant) {

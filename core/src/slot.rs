@@ -60,6 +60,8 @@ pub(crate) struct Slot<K> {
     pub(crate) queue: VecDeque<Queued>,
     /// The last fencing token handed out on this key.
     pub(crate) last_token: u64,
+    /// Among its shard's recently idle records (`shard.rs`), kept in the index for a while.
+    pub(crate) kept_idle: bool,
 }
 
 /// Waiters to notify once the latches are dropped. Inline for the common few.
@@ -75,6 +77,7 @@ impl<K> Slot<K> {
             holders: Vec::new(),
             queue: VecDeque::new(),
             last_token: token_floor,
+            kept_idle: false,
         }
     }
 
