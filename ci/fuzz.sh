@@ -13,7 +13,7 @@
 #
 # The corpus lives in fuzz/corpus/TARGET (not in git); the seeds committed in
 # fuzz/seeds/TARGET (one small input per deliberately broken core, each caught within a few
-# executions) are copied into it first. Crashing inputs are written to fuzz/artifacts/TARGET;
+# executions, and inputs that once crashed a target) are copied into it first. Crashing inputs are written to fuzz/artifacts/TARGET;
 # reproduce one with
 #   cargo +nightly fuzz run --release --debug-assertions TARGET fuzz/artifacts/TARGET/crash-...
 # and read it with `cargo +nightly fuzz fmt --release --debug-assertions TARGET FILE`.

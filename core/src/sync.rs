@@ -52,9 +52,6 @@ mod imp {
             // Poisoning only follows a panic in a critical section, which loom reports itself.
             self.0.lock().unwrap_or_else(|e| e.into_inner())
         }
-        pub(crate) fn get_mut(&mut self) -> &mut T {
-            self.0.get_mut().unwrap_or_else(|e| e.into_inner())
-        }
     }
 
     /// Loom cannot model time, so a deadline is ignored here: loom tests exercise the
