@@ -1,0 +1,153 @@
+//! Several OS processes contend on the same keys through the database: each increments a
+//! counter guarded by the lock (read, pause, write: a lost update shows if two ever hold it at
+//! once) and writes through a resource that refuses any token not above the last it accepted
+//! (fencing tokens strictly increasing per key). Also the fault tests that need a process:
+//! a holder killed with SIGKILL.
+//!
+//! The test binary re-executes itself as the children (`child` below, with LOCKCORE_SQL_CHILD).
+
+mod common;
+
+use common::{Fenced, Raw};
+use lockcore::Request;
+use lockcore_sql::{Options, SqlLocks};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CHILDREN: usize = 4;
+const ROUNDS: usize = 20;
+const KEYS: usize = 2;
+
+/// The child's side; does nothing in a normal test run.
+#[test]
+fn child() {
+    let Ok(role) = std::env::var("LOCKCORE_SQL_CHILD") else { return };
+    let db = std::env::var("LOCKCORE_SQL_DB").unwrap();
+    let prefix = std::env::var("LOCKCORE_SQL_PREFIX").unwrap();
+    let id = std::env::var("LOCKCORE_SQL_ID").unwrap();
+    match role.as_str() {
+        "count" => count(&db, &prefix, &id),
+        "hold" => hold(&db, &prefix, &id),
+        other => panic!("unknown child role {other}"),
+    }
+}
+
+fn count(db: &str, prefix: &str, id: &str) {
+    let locks = SqlLocks::connect(&common::url(db), Options::new(format!("proc-{id}")).prefix(prefix)).unwrap();
+    let mut raw = Raw::open(db);
+    let res = Fenced { table: format!("{prefix}counter") };
+    let mut refused = 0;
+    for round in 0..ROUNDS {
+        let key = format!("counter-{}", round % KEYS);
+        let t = locks
+            .acquire(Request::new(format!("inc-{round}")).exclusive(key.clone()), Duration::from_secs(60))
+            .unwrap();
+        let token = t.locks[0].token.unwrap().0;
+        let v = res.read(&mut raw, &key);
+        std::thread::sleep(Duration::from_millis(2));
+        if !res.write(&mut raw, &key, v + 1, token) {
+            refused += 1;
+        }
+        locks.release(&t).unwrap();
+    }
+    println!("\nREFUSED {refused}");
+}
+
+fn hold(db: &str, prefix: &str, id: &str) {
+    let opts = Options::new(format!("proc-{id}")).prefix(prefix).lease(Duration::from_millis(1500));
+    let locks = SqlLocks::connect(&common::url(db), opts).unwrap();
+    let t = locks.try_acquire(Request::new("victim-cmd").exclusive("victim".to_string())).unwrap();
+    println!("\nLOCKED {}", t.locks[0].token.unwrap().0);
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+fn spawn(db: &str, prefix: &str, role: &str, id: usize) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
+        .env("LOCKCORE_SQL_CHILD", role)
+        .env("LOCKCORE_SQL_DB", db)
+        .env("LOCKCORE_SQL_PREFIX", prefix)
+        .env("LOCKCORE_SQL_ID", id.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn no_lost_update_and_fencing(db: &str) {
+    let prefix = common::fresh(db, "multiproc");
+    let mut raw = Raw::open(db);
+    let res = Fenced::create(&mut raw, &format!("{prefix}counter"));
+    let kids: Vec<_> = (0..CHILDREN).map(|i| spawn(db, &prefix, "count", i)).collect();
+    let mut refused = 0;
+    for kid in kids {
+        let out = kid.wait_with_output().unwrap();
+        assert!(out.status.success(), "a child failed: {}", String::from_utf8_lossy(&out.stdout));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text.lines().find(|l| l.starts_with("REFUSED ")).expect("child reported");
+        refused += line[8..].trim().parse::<usize>().unwrap();
+    }
+    let total = res.sum(&mut raw);
+    assert_eq!(refused, 0, "{refused} writes were refused: a fencing token did not increase");
+    assert_eq!(total as usize, CHILDREN * ROUNDS, "lost updates: {total} of {} increments", CHILDREN * ROUNDS);
+    // Every token ever granted per key is above the one before: the counter equals the grants.
+    let tokens = raw.ints(&format!("SELECT last_token FROM {prefix}locks ORDER BY name"));
+    assert_eq!(tokens, vec![(CHILDREN * ROUNDS / KEYS) as i64; KEYS]);
+}
+
+#[test]
+fn processes_postgres() {
+    no_lost_update_and_fencing("pg");
+}
+
+#[test]
+fn processes_mariadb() {
+    no_lost_update_and_fencing("my");
+}
+
+/// A holder killed with SIGKILL keeps its lock while its lease runs (the heartbeat renewed it
+/// past the first lease), and loses it once the lease has lapsed, not before.
+fn killed_holder(db: &str) {
+    let prefix = common::fresh(db, "sigkill");
+    let mut kid = spawn(db, &prefix, "hold", 0);
+    let mut lines = BufReader::new(kid.stdout.take().unwrap()).lines();
+    // Bounded: a child that dies before locking ends the pipe, and the test fails.
+    let line = lines.find(|l| l.as_ref().is_ok_and(|l| l.starts_with("LOCKED"))).expect("the child locked").unwrap();
+    let first: u64 = line[7..].trim().parse().unwrap();
+    let other = common::connect(db, &prefix, "survivor");
+    let req = || Request::new("next").exclusive("victim".to_string());
+    // Alive: renewed beyond its 1.5 s lease.
+    std::thread::sleep(Duration::from_millis(2500));
+    let err = other.try_acquire(req()).unwrap_err();
+    assert!(err.to_string().contains("held exclusive by proc-0/victim-cmd"), "{err}");
+    kid.kill().unwrap(); // SIGKILL
+    let killed = Instant::now();
+    kid.wait().unwrap();
+    let t = loop {
+        match other.try_acquire(req()) {
+            Ok(t) => break t,
+            Err(e) => {
+                assert!(e.conflict().is_some(), "{e}");
+                assert!(killed.elapsed() < Duration::from_secs(6), "still held 6 s after the kill: stale lock");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    };
+    let freed_after = killed.elapsed();
+    // Last renewal at most one heartbeat (0.5 s) before the kill: the lease runs >= 1.0 s more.
+    assert!(freed_after >= Duration::from_millis(900), "freed {freed_after:?} after the kill: before its lease");
+    assert!(t.locks[0].token.unwrap().0 > first);
+    other.release(&t).unwrap();
+}
+
+#[test]
+fn sigkill_postgres() {
+    killed_holder("pg");
+}
+
+#[test]
+fn sigkill_mariadb() {
+    killed_holder("my");
+}
