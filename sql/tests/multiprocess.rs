@@ -59,8 +59,18 @@ fn hold(db: &str, prefix: &str, id: &str) {
     let locks = SqlLocks::connect(&common::url(db), opts).unwrap();
     let t = locks.try_acquire(Request::new("victim-cmd").exclusive("victim".to_string())).unwrap();
     println!("\nLOCKED {}", t.locks[0].token.unwrap().0);
-    loop {
-        std::thread::sleep(Duration::from_secs(1));
+    // Waits for its SIGKILL; bounded, so a failed parent leaves no process behind for long.
+    std::thread::sleep(Duration::from_secs(30));
+    panic!("the holder was never killed");
+}
+
+/// Kills the child when the test ends, whichever way it ends.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -80,18 +90,26 @@ fn no_lost_update_and_fencing(db: &str) {
     let prefix = common::fresh(db, "multiproc");
     let mut raw = Raw::open(db);
     let res = Fenced::create(&mut raw, &format!("{prefix}counter"));
-    let kids: Vec<_> = (0..CHILDREN).map(|i| spawn(db, &prefix, "count", i)).collect();
+    let mut kids: Vec<_> = (0..CHILDREN).map(|i| Reap(spawn(db, &prefix, "count", i))).collect();
     let mut refused = 0;
-    for kid in kids {
-        let out = kid.wait_with_output().unwrap();
+    for kid in &mut kids {
+        let mut stdout = String::new();
+        std::io::Read::read_to_string(kid.0.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+        let status = kid.0.wait().unwrap();
+        let out = std::process::Output { status, stdout: stdout.into_bytes(), stderr: Vec::new() };
         assert!(out.status.success(), "a child failed: {}", String::from_utf8_lossy(&out.stdout));
         let text = String::from_utf8_lossy(&out.stdout);
         let line = text.lines().find(|l| l.starts_with("REFUSED ")).expect("child reported");
         refused += line[8..].trim().parse::<usize>().unwrap();
     }
     let total = res.sum(&mut raw);
+    // A refused write is not an increment: every accepted one must show.
+    let accepted = CHILDREN * ROUNDS - refused;
+    assert_eq!(
+        total as usize, accepted,
+        "lost updates: the counters sum to {total}, {accepted} increments were accepted"
+    );
     assert_eq!(refused, 0, "{refused} writes were refused: a fencing token did not increase");
-    assert_eq!(total as usize, CHILDREN * ROUNDS, "lost updates: {total} of {} increments", CHILDREN * ROUNDS);
     // Every token ever granted per key is above the one before: the counter equals the grants.
     let tokens = raw.ints(&format!("SELECT last_token FROM {prefix}locks ORDER BY name"));
     assert_eq!(tokens, vec![(CHILDREN * ROUNDS / KEYS) as i64; KEYS]);
@@ -111,8 +129,8 @@ fn processes_mariadb() {
 /// past the first lease), and loses it once the lease has lapsed, not before.
 fn killed_holder(db: &str) {
     let prefix = common::fresh(db, "sigkill");
-    let mut kid = spawn(db, &prefix, "hold", 0);
-    let mut lines = BufReader::new(kid.stdout.take().unwrap()).lines();
+    let mut kid = Reap(spawn(db, &prefix, "hold", 0));
+    let mut lines = BufReader::new(kid.0.stdout.take().unwrap()).lines();
     // Bounded: a child that dies before locking ends the pipe, and the test fails.
     let line = lines.find(|l| l.as_ref().is_ok_and(|l| l.starts_with("LOCKED"))).expect("the child locked").unwrap();
     let first: u64 = line[7..].trim().parse().unwrap();
@@ -122,9 +140,9 @@ fn killed_holder(db: &str) {
     std::thread::sleep(Duration::from_millis(2500));
     let err = other.try_acquire(req()).unwrap_err();
     assert!(err.to_string().contains("held exclusive by proc-0/victim-cmd"), "{err}");
-    kid.kill().unwrap(); // SIGKILL
+    kid.0.kill().unwrap(); // SIGKILL
     let killed = Instant::now();
-    kid.wait().unwrap();
+    kid.0.wait().unwrap();
     let t = loop {
         match other.try_acquire(req()) {
             Ok(t) => break t,
