@@ -20,6 +20,9 @@ pub(crate) enum DbError {
     Contention(String),
     /// The connection is gone: drop it and open another.
     Connection(String),
+    /// A pooled connection was found dead before the transaction did anything (the database
+    /// restarted, an idle timeout): retrying at once on a new connection is safe.
+    Stale(String),
     /// A table is missing (the migration was not run).
     MissingTable(String),
     /// Anything else.
@@ -29,7 +32,9 @@ pub(crate) enum DbError {
 impl From<DbError> for SqlError {
     fn from(e: DbError) -> Self {
         match e {
-            DbError::Contention(m) | DbError::Connection(m) => SqlError::Database { transient: true, message: m },
+            DbError::Contention(m) | DbError::Connection(m) | DbError::Stale(m) => {
+                SqlError::Database { transient: true, message: m }
+            }
             DbError::MissingTable(table) => SqlError::MissingMigration { table },
             DbError::Other(m) => SqlError::Database { transient: false, message: m },
         }

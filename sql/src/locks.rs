@@ -209,13 +209,20 @@ impl SqlLocks {
     pub fn try_acquire(&self, req: Request<String>) -> Result<Ticket<String>, SqlError> {
         let (owner, items) = validate(&req)?;
         let mut last = None;
-        for round in 0..=self.inner.opts.contention_retries {
+        let mut stale_retried = false;
+        let mut round = 0;
+        while round <= self.inner.opts.contention_retries {
             match self.attempt(&owner, &items) {
                 Ok(Attempt::Granted(t)) => return Ok(t),
                 Ok(Attempt::Refused(c)) => return Err(SqlError::Conflict(c)),
+                Err(DbError::Stale(_)) if !stale_retried => {
+                    stale_retried = true;
+                    continue;
+                }
                 Err(DbError::Contention(m)) => {
                     last = Some(m);
                     std::thread::sleep(jitter(Duration::from_millis(1 << round.min(4))));
+                    round += 1;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -243,7 +250,7 @@ impl SqlLocks {
             match self.attempt(&owner, &items) {
                 Ok(Attempt::Granted(t)) => return Ok(t),
                 Ok(Attempt::Refused(c)) => conflict = Some(c),
-                Err(e @ (DbError::Contention(_) | DbError::Connection(_))) => {
+                Err(e @ (DbError::Contention(_) | DbError::Connection(_) | DbError::Stale(_))) => {
                     if Instant::now() >= deadline {
                         return Err(match conflict {
                             Some(c) => SqlError::Timeout(c),
@@ -280,8 +287,8 @@ impl SqlLocks {
         }
         let grant = ticket.grant;
         let id = i64::try_from(grant.0).map_err(|_| ReleaseError::UnknownGrant(grant))?;
-        self.with_conn(|c| {
-            let rows = c.grant_rows(id)?;
+        self.with_conn_retry(|c| {
+            let rows = stale(c.grant_rows(id))?;
             Ok(check_ticket(ticket, &rows).and_then(|lapsed| {
                 let n = c.delete_grant(id)?;
                 c.notify()?;
@@ -305,9 +312,9 @@ impl SqlLocks {
     pub fn release_owner(&self, owner: &Owner) -> Result<Vec<Ticket<String>>, SqlError> {
         let server = self.inner.opts.server.clone();
         let table = self.inner.table_id;
-        self.with_conn(|c| {
+        self.with_conn_retry(|c| {
             let mut out = Vec::new();
-            for g in c.owner_grants(&server, owner.as_str())? {
+            for g in stale(c.owner_grants(&server, owner.as_str()))? {
                 let rows = c.grant_rows(g)?;
                 if c.delete_grant(g)? > 0 && !rows.is_empty() {
                     out.push(ticket_of(table, GrantId(g as u64), owner.clone(), rows));
@@ -327,7 +334,7 @@ impl SqlLocks {
     /// # Errors
     /// [`SqlError::Database`].
     pub fn snapshot(&self) -> Result<Snapshot<String>, SqlError> {
-        let rows = self.with_conn(|c| c.all_holders())?;
+        let rows = self.with_conn_retry(|c| stale(c.all_holders()))?;
         let taken_at = Instant::now();
         let held = rows
             .into_iter()
@@ -354,7 +361,7 @@ impl SqlLocks {
     /// [`SqlError::Database`].
     pub fn renew(&self) -> Result<u64, SqlError> {
         let (s, ms) = (self.inner.session, lease_ms(&self.inner.opts));
-        Ok(self.with_conn(|c| c.renew(s, ms))?)
+        Ok(self.with_conn_retry(|c| stale(c.renew(s, ms)))?)
     }
 
     /// The server-side id of a pooled connection (PostgreSQL backend pid, MySQL connection id),
@@ -376,6 +383,15 @@ impl SqlLocks {
         with_conn(&self.inner, f)
     }
 
+    /// As [`with_conn`](Self::with_conn), once more on a new connection if `f` reports the
+    /// pooled one dead before it changed anything ([`DbError::Stale`]).
+    fn with_conn_retry<T>(&self, mut f: impl FnMut(&mut dyn Conn) -> Result<T, DbError>) -> Result<T, DbError> {
+        match with_conn(&self.inner, &mut f) {
+            Err(DbError::Stale(_)) => with_conn(&self.inner, f),
+            r => r,
+        }
+    }
+
     /// One all-or-nothing transaction.
     fn attempt(&self, owner: &Owner, items: &[Item]) -> Result<Attempt, DbError> {
         let inner = &self.inner;
@@ -383,7 +399,10 @@ impl SqlLocks {
         let mut committing = false;
         let r = with_conn(inner, |c| {
             let r = (|| {
-                c.begin()?;
+                c.begin().map_err(|e| match e {
+                    DbError::Connection(m) => DbError::Stale(m),
+                    e => e,
+                })?;
                 let mut conflicts = Vec::new();
                 for it in items {
                     c.touch(&it.name)?;
@@ -471,10 +490,22 @@ fn with_conn<T>(inner: &Inner, f: impl FnOnce(&mut dyn Conn) -> Result<T, DbErro
         None => open(inner.dialect, &inner.url, &inner.tables)?,
     };
     let r = f(&mut *c);
-    if !matches!(r, Err(DbError::Connection(_))) {
-        inner.pool.lock().push(c);
+    match r {
+        Err(DbError::Connection(_)) => {}
+        // An idle connection died: the database probably restarted, and took the pool's other
+        // idle connections with it. The retry opens a new one.
+        Err(DbError::Stale(_)) => inner.pool.lock().clear(),
+        _ => inner.pool.lock().push(c),
     }
     r
+}
+
+/// A lost connection on the first statement of an operation, which changed nothing yet.
+fn stale<T>(r: Result<T, DbError>) -> Result<T, DbError> {
+    r.map_err(|e| match e {
+        DbError::Connection(m) => DbError::Stale(m),
+        e => e,
+    })
 }
 
 fn lease_ms(opts: &Options) -> i64 {

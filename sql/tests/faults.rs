@@ -139,3 +139,45 @@ fn lease_expired_and_renewal_postgres() {
 fn lease_expired_and_renewal_mariadb() {
     lease_expired_and_renewal("my");
 }
+
+/// A pooled connection killed while idle (a database restart, an idle timeout) is replaced on
+/// the next request, which succeeds.
+fn idle_connection_killed(db: &str) {
+    let prefix = common::fresh(db, "idle");
+    let locks = common::connect(db, &prefix, "server-a");
+    let t = locks.try_acquire(Request::new("c").exclusive("i".to_string())).unwrap();
+    locks.release(&t).unwrap();
+    let mut admin = Raw::open(db);
+    let ids = locks.connection_ids().unwrap();
+    assert!(!ids.is_empty());
+    for id in ids {
+        match db {
+            "pg" => admin.exec(&format!("SELECT pg_terminate_backend({id})::int")),
+            _ => admin.exec(&format!("KILL {id}")),
+        };
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let t = locks.try_acquire(Request::new("c").exclusive("i".to_string())).unwrap();
+    locks.release(&t).unwrap();
+    // The same for a release and a snapshot.
+    let t = locks.try_acquire(Request::new("c").exclusive("i".to_string())).unwrap();
+    for id in locks.connection_ids().unwrap() {
+        match db {
+            "pg" => admin.exec(&format!("SELECT pg_terminate_backend({id})::int")),
+            _ => admin.exec(&format!("KILL {id}")),
+        };
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(locks.snapshot().unwrap().held.len(), 1);
+    locks.release(&t).unwrap();
+}
+
+#[test]
+fn idle_connection_killed_postgres() {
+    idle_connection_killed("pg");
+}
+
+#[test]
+fn idle_connection_killed_mariadb() {
+    idle_connection_killed("my");
+}
