@@ -106,7 +106,9 @@ impl MyConn {
         let mut conn = mysql::Conn::new(opts).map_err(classify)?;
         // READ COMMITTED: after `touch` has the key's row lock, reading its holders sees the
         // latest committed rows (REPEATABLE READ would read the transaction's first snapshot).
-        conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED").map_err(classify)?;
+        if cfg!(not(lockcore_mutant = "sql_repeatable_read")) {
+            conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED").map_err(classify)?;
+        }
         conn.query_drop("SET SESSION innodb_lock_wait_timeout = 10").map_err(classify)?;
         Ok(Self { conn, tables: tables.clone(), sql: Sql::new(tables) })
     }
