@@ -15,6 +15,7 @@
 #   sql_grant_all      the database backend grants whatever the holders (mutual exclusion broken)
 #   sql_no_token_bump  the database backend hands every exclusive grant token 1 (fencing broken)
 #   sql_no_expiry      acquisitions do not remove lapsed holders (a dead server's locks stay)
+#   sql_no_notify      PostgreSQL releases send no NOTIFY (waiters sleep out their backoff)
 #   sql_repeatable_read  MySQL sessions stay REPEATABLE READ: a request's later keys are read
 #                        from a snapshot older than their row locks
 set -uo pipefail
@@ -96,6 +97,7 @@ expect_caught sql_grant_all     "the multi-process counter (lost updates)"   sql
 expect_caught sql_grant_all     "the conformance suite"                      sql --test conformance exclusive_excludes
 expect_caught sql_grant_all     "the shared/exclusive race"                  sql --test stress
 expect_caught sql_repeatable_read "the shared/exclusive race (MariaDB)"      sql --test stress shared_and_exclusive_race_mariadb
+expect_caught sql_no_notify     "the NOTIFY wake-up test"                    sql --test waiting notify_wakes
 expect_caught sql_no_token_bump "the multi-process token-checking resource"  sql --test multiprocess processes_
 expect_caught sql_no_token_bump "the conformance fencing test"               sql --test conformance fencing_tokens
 expect_caught sql_no_expiry     "the SIGKILL test (stale lock)"              sql --test multiprocess sigkill_

@@ -152,6 +152,13 @@ impl SqlLocks {
         if opts.lease < Duration::from_millis(10) {
             return Err(SqlError::Config("the lease must be at least 10 ms".into()));
         }
+        if opts.heartbeat.is_some_and(|h| h >= opts.lease || h.is_zero()) {
+            return Err(SqlError::Config(format!(
+                "the heartbeat ({:?}) must be shorter than the lease ({:?}) and not zero",
+                opts.heartbeat.unwrap_or_default(),
+                opts.lease
+            )));
+        }
         let mut c = open(dialect, url, &tables)?;
         let (version, table_id) = c.schema().map_err(|e| match e {
             DbError::MissingTable(_) => SqlError::MissingMigration { table: tables.schema.clone() },

@@ -197,6 +197,9 @@ impl Conn for PgConn {
     }
 
     fn notify(&mut self) -> DbResult<()> {
+        if cfg!(lockcore_mutant = "sql_no_notify") {
+            return Ok(());
+        }
         let ch = self.channel.clone();
         self.query(NOTIFY, &[&ch]).map(drop)
     }

@@ -7,6 +7,7 @@ mod common;
 use common::Raw;
 use lockcore::{AcquireError, LockBackend, Mode, Request, RequestError};
 use lockcore_sql::{named, LockName, Options, SqlError, SqlLocks, MAX_NAME_CHARS};
+use std::time::Duration;
 
 fn names(db: &str) {
     let prefix = common::fresh(db, "names");
@@ -85,6 +86,9 @@ fn bad_configuration() {
     assert!(matches!(err, SqlError::Config(_)) && err.to_string().contains("postgres://"), "{err}");
     let err = SqlLocks::connect(&common::pg_url(), Options::new("s").prefix("Bad-Prefix")).unwrap_err();
     assert!(matches!(err, SqlError::Config(_)), "{err:?}");
+    let slow_heartbeat = Options::new("s").lease(Duration::from_secs(1)).heartbeat(Some(Duration::from_secs(2)));
+    let err = SqlLocks::connect(&common::pg_url(), slow_heartbeat).unwrap_err();
+    assert!(matches!(err, SqlError::Config(_)) && err.to_string().contains("shorter than the lease"), "{err}");
     let err = SqlLocks::connect(&common::pg_url(), Options::new("s".repeat(300))).unwrap_err();
     assert!(matches!(err, SqlError::NameTooLong { what: "server", .. }), "{err:?}");
 }
