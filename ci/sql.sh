@@ -64,5 +64,5 @@ echo "PostgreSQL and MariaDB answer"
 
 cargo test -p lockcore-sql
 if [ "${1:-}" != "--no-bench" ]; then
-  cargo run --release --quiet -p lockcore-sql --bin lockcore-sql-bench -- --quick
+  cargo run --quiet -p lockcore-sql --bin lockcore-sql-bench -- --quick
 fi
