@@ -181,3 +181,52 @@ fn idle_connection_killed_postgres() {
 fn idle_connection_killed_mariadb() {
     idle_connection_killed("my");
 }
+
+/// A deadlock between the backend's transaction and another one: whichever the database picks
+/// as its victim, the request ends granted (the backend retries its lost transaction), never
+/// with a database error or a panic.
+fn deadlock(db: &str) {
+    let prefix = common::fresh(db, "deadlock");
+    let locks = common::connect(db, &prefix, "server-a");
+    let mut other = Raw::open(db);
+    other.exec(&format!("INSERT INTO {prefix}locks (name) VALUES ('dl-a'), ('dl-b')"));
+    other.exec("BEGIN");
+    other.exec(&format!("UPDATE {prefix}locks SET version = version + 1 WHERE name = 'dl-b'"));
+    let r = std::thread::scope(|s| {
+        let attempt =
+            s.spawn(|| locks.try_acquire(Request::new("cmd").exclusive("dl-a".into()).exclusive("dl-b".into())));
+        let mut admin = Raw::open(db);
+        let blocked = match db {
+            "pg" => format!(
+                "SELECT pid::bigint FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%{prefix}locks%'"
+            ),
+            _ => format!(
+                "SELECT id FROM information_schema.processlist WHERE info LIKE 'INSERT INTO {prefix}locks%' AND id <> CONNECTION_ID()"
+            ),
+        };
+        let start = Instant::now();
+        while admin.ints(&blocked).is_empty() {
+            assert!(start.elapsed() < Duration::from_secs(10), "the acquisition never blocked");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The backend holds dl-a and waits for dl-b; take dl-a: a cycle.
+        let mine = other.try_exec(&format!("UPDATE {prefix}locks SET version = version + 1 WHERE name = 'dl-a'"));
+        std::thread::sleep(Duration::from_millis(200));
+        other.exec("ROLLBACK");
+        (attempt.join().unwrap(), mine)
+    });
+    let (r, mine) = r;
+    eprintln!("{db}: the other transaction's statement: {mine:?}; the request: {:?}", r.as_ref().map(|_| "granted"));
+    let t = r.unwrap_or_else(|e| panic!("the deadlock ended as {e:?} (the other transaction: {mine:?})"));
+    locks.release(&t).unwrap();
+}
+
+#[test]
+fn deadlock_postgres() {
+    deadlock("pg");
+}
+
+#[test]
+fn deadlock_mariadb() {
+    deadlock("my");
+}

@@ -65,6 +65,17 @@ impl Raw {
         }
     }
 
+    /// Runs a statement; the database's error as text if it fails.
+    pub fn try_exec(&mut self, sql: &str) -> Result<(), String> {
+        match self {
+            Raw::Pg(c) => c.batch_execute(sql).map_err(|e| e.to_string()),
+            Raw::My(c) => {
+                use mysql::prelude::Queryable;
+                c.query_drop(sql).map_err(|e| e.to_string())
+            }
+        }
+    }
+
     /// The first column of every row, as integers.
     pub fn ints(&mut self, sql: &str) -> Vec<i64> {
         match self {
