@@ -12,6 +12,12 @@
 #   no_epoch_floor       recovery does not lift fencing tokens above the previous runs'
 #   no_sync              the journal acknowledges commits before any fsync (lost on power loss)
 #   no_intention  path locks take no intention lock on ancestors (a subtree lock misses locks below)
+#   sql_grant_all      the database backend grants whatever the holders (mutual exclusion broken)
+#   sql_no_token_bump  the database backend hands every exclusive grant token 1 (fencing broken)
+#   sql_no_expiry      acquisitions do not remove lapsed holders (a dead server's locks stay)
+#   sql_no_notify      PostgreSQL releases send no NOTIFY (waiters sleep out their backoff)
+#   sql_repeatable_read  MySQL sessions stay REPEATABLE READ: a request's later keys are read
+#                        from a snapshot older than their row locks
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -34,6 +40,12 @@ expect_caught() {
   elif [ "$kind" = model ]; then
     LOCKCORE_MUTANT=$mutant CARGO_TARGET_DIR=target/mutant \
       timeout 600 cargo test -p lockcore-model "$@" >"$log" 2>&1 || status=$?
+  elif [ "$kind" = sql ]; then
+    # Needs PostgreSQL and MariaDB (ci/sql.sh --check). The default target dir, where the
+    # database drivers are already built by the tests: a mutant rebuilds lockcore and
+    # lockcore-sql only (target/mutant would build tokio and both drivers once more, ~2 min).
+    LOCKCORE_MUTANT=$mutant \
+      timeout 600 cargo test -p lockcore-sql "$@" >"$log" 2>&1 || status=$?
   elif [ "$kind" = journal ]; then
     LOCKCORE_MUTANT=$mutant CARGO_TARGET_DIR=target/mutant \
       timeout 600 cargo test -p lockcore-journal "$@" >"$log" 2>&1 || status=$?
@@ -83,6 +95,15 @@ expect_caught no_sync             "the power-cut test"          journal --test r
 expect_caught no_intention "the path proptest oracle"           test --test path path_locks_agree_with_the_pairwise_oracle
 expect_caught no_intention "loom: subtree lock vs descendant"   loom_path subtree_lock_races_descendant_lock
 expect_caught no_intention "the stateright path model"          model --test path path_locks_hold_their_properties_on_a_small_tree
+expect_caught sql_grant_all     "the multi-process counter (lost updates)"   sql --test multiprocess processes_
+expect_caught sql_grant_all     "the conformance suite"                      sql --test conformance exclusive_excludes
+expect_caught sql_grant_all     "the shared/exclusive race"                  sql --test stress
+expect_caught sql_repeatable_read "the shared/exclusive race (MariaDB)"      sql --test stress shared_and_exclusive_race_mariadb
+expect_caught sql_no_notify     "the NOTIFY wake-up test"                    sql --test waiting notify_wakes
+expect_caught sql_no_token_bump "the multi-process token-checking resource"  sql --test multiprocess processes_
+expect_caught sql_no_token_bump "the conformance fencing test"               sql --test conformance fencing_tokens
+expect_caught sql_no_expiry     "the SIGKILL test (stale lock)"              sql --test multiprocess sigkill_
+expect_caught sql_no_expiry     "the lapsed-lease test"                      sql --test faults lapsed_lease
 
 if [ "$survivors" -ne 0 ]; then
   echo "$survivors mutant run(s) survived: a checker cannot see the bug it exists for"

@@ -10,6 +10,7 @@ step() { echo; echo "== $* ($(( $(date +%s) - start )) s)"; }
 step "format";        cargo fmt --all -- --check
 step "sync shim";     ci/check-sync-shim.sh
 step "clippy";        cargo clippy --workspace --all-targets -- -D warnings
+step "databases";     ci/sql.sh --check   # lockcore-sql's tests need PostgreSQL and MariaDB
 step "tests";         cargo test --workspace
 step "rustdoc";       RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 step "loom";          ci/loom.sh
@@ -17,6 +18,7 @@ step "mutants";       ci/mutants.sh
 step "model check";   ci/check.sh
 step "demo";          cargo run --release --quiet -p lockcore-cli -- demo --seconds 2
 step "bench quick";   cargo run --release --quiet -p lockcore-cli -- bench --quick
+step "sql bench";     cargo run --quiet -p lockcore-sql --bin lockcore-sql-bench -- --quick  # debug: the database dominates, and the tests built it
 step "crash test";    cargo run --release --quiet -p lockcore-cli -- crashtest --kills 200
 step "footprint";     cargo run --release --quiet -p lockcore-cli -- footprint --keys 10000000
 step "miri";          ci/miri.sh

@@ -227,6 +227,19 @@ impl<K> Request<K> {
     pub fn keys(&self) -> impl Iterator<Item = (&K, Mode)> {
         self.items.iter().map(|i| (&i.key, i.mode))
     }
+
+    /// The keys, modes and messages named, in the order given (duplicates included), for a
+    /// backend that stores the request elsewhere (a database table, say).
+    ///
+    /// ```
+    /// use lockcore::{Mode, Request};
+    /// let req = Request::new("cmd-1").shared("a").exclusive_with("b", "being copied");
+    /// let items: Vec<_> = req.entries().map(|(k, m, msg)| (*k, m, msg.map(|m| m.to_string()))).collect();
+    /// assert_eq!(items, [("a", Mode::SHARED, None), ("b", Mode::EXCLUSIVE, Some("being copied".to_string()))]);
+    /// ```
+    pub fn entries(&self) -> impl Iterator<Item = (&K, Mode, Option<&LockMessage>)> {
+        self.items.iter().map(|i| (&i.key, i.mode, i.message.as_ref()))
+    }
 }
 
 /// A request the table refuses to consider.
@@ -244,6 +257,12 @@ pub enum RequestError {
     },
     /// A mode that the table's [`ModeTable`](crate::ModeTable) does not have.
     UnknownMode(Mode),
+    /// A request that a backend other than the in-memory table cannot store (a lock name longer
+    /// than a database column, say); the in-memory table never returns it.
+    Backend {
+        /// Why, naming the key or owner at fault.
+        reason: String,
+    },
 }
 
 impl fmt::Display for RequestError {
@@ -254,6 +273,7 @@ impl fmt::Display for RequestError {
                 write!(f, "the lock request names {len} keys, more than the limit of {max}")
             }
             Self::UnknownMode(m) => write!(f, "the lock request uses mode {}, which this table does not have", m.0),
+            Self::Backend { reason } => write!(f, "the lock backend cannot take this request: {reason}"),
         }
     }
 }
