@@ -32,6 +32,9 @@ use std::hash::Hash;
 /// A record position not found yet (phase 1).
 const UNRESOLVED: u32 = u32::MAX;
 
+/// Rounds in which [`Latches::lock`] waits for a busy latch holding none (then it waits in order).
+const WAIT_ALONE: u32 = 2;
+
 /// One key of a request.
 pub(crate) struct Entry<K> {
     /// The request's own copy of the key (a new record stores a clone).
@@ -73,20 +76,50 @@ pub(crate) struct Latches<'a, K> {
 }
 
 impl<'a, K: Hash + Eq + Clone> Latches<'a, K> {
-    /// Latches the shards of `entries` (sorted by shard), each once, in order, and notes in
-    /// each entry where its shard's latch is.
-    #[inline(always)]
+    /// Latches the shards of `entries` (sorted by shard), each once, and notes in each entry
+    /// where its shard's latch is.
+    ///
+    /// Never waits while holding a latch, for the first [`WAIT_ALONE`] rounds: it takes the
+    /// latches in shard order with `try_lock`, and when one is busy it drops those it holds,
+    /// waits for the busy one alone, and starts again. A thread preempted while holding some
+    /// latches then stalls only the requests that need those, not every request that holds
+    /// latches of its own and waits behind it (at 16 threads on 2 cores, waiting in order
+    /// while holding cut batches of 4-8 keys to 0.15-0.37x their 2-thread throughput). After
+    /// those rounds it waits in shard order, holding what it has: a request of many keys
+    /// cannot be kept out for ever by a stream of small ones, and the order rules out deadlock.
+    #[inline]
     pub(crate) fn lock(table: &'a LockTable<K>, entries: &mut [Entry<K>]) -> Self {
-        let mut latched: SmallVec<[(u16, MutexGuard<'a, ShardState<K>>); 16]> = SmallVec::new();
+        let mut order: SmallVec<[u16; 16]> = SmallVec::new();
         for e in entries.iter_mut() {
-            if latched.last().is_none_or(|(s, _)| *s != e.shard) {
-                debug_assert!(latched.last().is_none_or(|(s, _)| *s < e.shard), "entries not sorted by shard");
-                latched.push((e.shard, table.shards[usize::from(e.shard)].lock()));
+            if order.last() != Some(&e.shard) {
+                debug_assert!(order.last().is_none_or(|s| *s < e.shard), "entries not sorted by shard");
+                order.push(e.shard);
             }
             // At most 2^16 shards, so at most 2^16 latches.
-            e.latch = (latched.len() - 1) as u16;
+            e.latch = (order.len() - 1) as u16;
         }
-        Self { shards: latched, hint: 0 }
+        let mut rounds = 0;
+        'round: loop {
+            let mut latched: SmallVec<[(u16, MutexGuard<'a, ShardState<K>>); 16]> = SmallVec::new();
+            for &s in &order {
+                let shard = &table.shards[usize::from(s)];
+                let guard = if rounds < WAIT_ALONE {
+                    match shard.try_lock() {
+                        Some(g) => g,
+                        None => {
+                            drop(latched);
+                            drop(shard.lock());
+                            rounds += 1;
+                            continue 'round;
+                        }
+                    }
+                } else {
+                    shard.lock()
+                };
+                latched.push((s, guard));
+            }
+            return Self { shards: latched, hint: 0 };
+        }
     }
 
     /// Latches `shards` (sorted, repeats allowed), each once, in order. Inlined, so the

@@ -53,6 +53,12 @@ impl<K> Shard<K> {
     pub(crate) fn lock(&self) -> MutexGuard<'_, ShardState<K>> {
         self.0.lock()
     }
+
+    /// Takes the shard's latch if it is free.
+    #[inline]
+    pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, ShardState<K>>> {
+        self.0.try_lock()
+    }
 }
 
 /// Everything a shard holds, under its latch.

@@ -52,6 +52,13 @@ mod imp {
             // Poisoning only follows a panic in a critical section, which loom reports itself.
             self.0.lock().unwrap_or_else(|e| e.into_inner())
         }
+        pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+            match self.0.try_lock() {
+                Ok(g) => Some(g),
+                Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            }
+        }
     }
 
     /// Loom cannot model time, so a deadline is ignored here: loom tests exercise the
