@@ -1,5 +1,6 @@
 //! Why an acquisition failed: every conflicting key, its holders and the waiters ahead.
 
+use crate::backend::BackendError;
 use crate::mode::Mode;
 use crate::request::{LockMessage, Owner, RequestError};
 use crate::ticket::{GrantId, Token};
@@ -134,6 +135,9 @@ pub enum AcquireError<K> {
     Conflict(Box<Conflict<K>>),
     /// The deadline passed while waiting; the conflict as it stood then.
     Timeout(Box<Conflict<K>>),
+    /// A backend other than the in-memory table could not carry out the request (its database
+    /// did not answer, say); the in-memory table never returns it.
+    Backend(BackendError),
 }
 
 impl<K> AcquireError<K> {
@@ -141,7 +145,7 @@ impl<K> AcquireError<K> {
     pub fn conflict(&self) -> Option<&Conflict<K>> {
         match self {
             Self::Conflict(c) | Self::Timeout(c) => Some(c),
-            Self::Request(_) => None,
+            Self::Request(_) | Self::Backend(_) => None,
         }
     }
 }
@@ -158,6 +162,7 @@ impl<K: fmt::Debug> fmt::Display for AcquireError<K> {
             Self::Request(e) => e.fmt(f),
             Self::Conflict(c) => c.fmt(f),
             Self::Timeout(c) => write!(f, "timed out waiting: {c}"),
+            Self::Backend(e) => e.fmt(f),
         }
     }
 }
@@ -166,6 +171,7 @@ impl<K: fmt::Debug> std::error::Error for AcquireError<K> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Request(e) => Some(e),
+            Self::Backend(e) => Some(e),
             _ => None,
         }
     }

@@ -68,7 +68,7 @@ mod table;
 mod ticket;
 mod wait;
 
-pub use backend::LockBackend;
+pub use backend::{BackendError, LockBackend};
 pub use conflict::{AcquireError, Conflict, Holder, KeyConflict, Waiter};
 pub use guard::LockSet;
 pub use metrics::{Histogram, MetricsSnapshot};

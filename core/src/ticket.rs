@@ -1,5 +1,6 @@
 //! Grants kept past their scope: tickets, grant ids, fencing tokens and release errors.
 
+use crate::backend::BackendError;
 use crate::mode::Mode;
 use crate::request::{LockMessage, Owner};
 use std::fmt;
@@ -72,6 +73,9 @@ pub enum ReleaseError {
     UnknownGrant(GrantId),
     /// The ticket does not describe its grant (keys or modes differ from what is held).
     Mismatch(GrantId),
+    /// A backend other than the in-memory table could not carry out the release (its database
+    /// did not answer, say); the in-memory table never returns it.
+    Backend(BackendError),
 }
 
 impl fmt::Display for ReleaseError {
@@ -84,6 +88,7 @@ impl fmt::Display for ReleaseError {
                 write!(f, "{g} is not held in this table: it was already released, force-released or never granted")
             }
             Self::Mismatch(g) => write!(f, "the ticket for {g} names keys or modes that the grant does not hold"),
+            Self::Backend(e) => e.fmt(f),
         }
     }
 }

@@ -1318,17 +1318,17 @@ fn exercise_backend<B: LockBackend<&'static str> + ?Sized>(b: &B) {
         Err(AcquireError::Timeout(_))
     ));
     let t2 = b.lock(Request::new("B").shared("s"), Duration::from_millis(10)).unwrap();
-    assert_eq!(b.snapshot().held.len(), 3);
-    assert!(b.snapshot().waiting.is_empty());
+    assert_eq!(b.snapshot().unwrap().held.len(), 3);
+    assert!(b.snapshot().unwrap().waiting.is_empty());
     b.unlock(&t1).unwrap();
     assert_eq!(b.unlock(&t1), Err(ReleaseError::UnknownGrant(t1.grant)));
     let t3 = b.lock(Request::new("C").exclusive("k"), Duration::from_millis(10)).unwrap();
-    let freed = b.unlock_owner(&owner("B"));
+    let freed = b.unlock_owner(&owner("B")).unwrap();
     assert_eq!(freed.len(), 1);
     assert_eq!(freed[0].grant, t2.grant);
-    assert_eq!(b.snapshot().held.len(), 1);
-    assert_eq!(b.unlock_owner(&owner("C")).iter().map(|t| t.grant).collect::<Vec<_>>(), [t3.grant]);
-    assert!(b.snapshot().held.is_empty());
+    assert_eq!(b.snapshot().unwrap().held.len(), 1);
+    assert_eq!(b.unlock_owner(&owner("C")).unwrap().iter().map(|t| t.grant).collect::<Vec<_>>(), [t3.grant]);
+    assert!(b.snapshot().unwrap().held.is_empty());
 }
 
 #[test]
@@ -1338,6 +1338,14 @@ fn lock_table_implements_lock_backend() {
     assert_eq!(t.metrics().grants, 3);
     let boxed: Box<dyn LockBackend<&'static str>> = Box::new(new_table());
     exercise_backend(&*boxed);
+    // The backend error reads well and is never produced by the in-memory table.
+    let e = lockcore::BackendError::new("lock", "connection refused");
+    assert_eq!(
+        AcquireError::<u8>::Backend(e.clone()).to_string(),
+        "the lock backend could not lock: connection refused"
+    );
+    assert_eq!(ReleaseError::Backend(e.clone()).to_string(), e.to_string());
+    assert!(AcquireError::<u8>::Backend(e).conflict().is_none());
 }
 
 #[test]

@@ -5,7 +5,7 @@
 mod common;
 
 use common::Raw;
-use lockcore::{AcquireError, LockBackend, Mode, Request, RequestError};
+use lockcore::{AcquireError, LockBackend, Mode, Owner, Request, RequestError};
 use lockcore_sql::{named, LockName, Options, SqlError, SqlLocks, MAX_NAME_CHARS};
 use std::time::Duration;
 
@@ -59,6 +59,18 @@ fn schema(db: &str) {
     let err = SqlLocks::connect(&url, Options::new("s").prefix(prefix)).unwrap_err();
     assert!(matches!(&err, SqlError::MissingMigration { table } if table == "t_never_migrated_schema"), "{err:?}");
     assert!(err.to_string().contains("run the migration first"), "{err}");
+
+    // A database failure through the trait (here: the tables dropped under a connected
+    // backend) is a typed error naming it, never a panic.
+    let prefix = common::fresh(db, "gone");
+    let locks = common::connect(db, &prefix, "s");
+    SqlLocks::uninstall(&url, &Options::new("s").prefix(&prefix)).unwrap();
+    let err = LockBackend::try_lock(&locks, Request::new("c").exclusive("k".to_string())).unwrap_err();
+    assert!(matches!(&err, AcquireError::Backend(e) if e.operation() == "lock"), "{err:?}");
+    assert!(err.to_string().starts_with("the lock backend could not lock: "), "{err}");
+    assert!(LockBackend::snapshot(&locks).is_err());
+    assert!(LockBackend::unlock_owner(&locks, &Owner::new("c")).is_err());
+    drop(locks);
 
     let prefix = common::fresh(db, "version");
     Raw::open(db).exec(&format!("UPDATE {prefix}schema SET version = 99"));

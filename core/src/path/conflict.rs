@@ -10,6 +10,7 @@
 //! gone, the report says so rather than guess.
 
 use super::{Hierarchy, PathKey};
+use crate::backend::BackendError;
 use crate::conflict::Conflict;
 use crate::mode::Mode;
 use crate::request::{LockMessage, Owner, RequestError};
@@ -140,6 +141,8 @@ pub enum PathAcquireError {
     Conflict(Box<PathConflict>),
     /// The deadline passed while waiting; the conflict as it stood then.
     Timeout(Box<PathConflict>),
+    /// The table's backend could not carry out the request (never the in-memory table).
+    Backend(BackendError),
 }
 
 impl PathAcquireError {
@@ -147,7 +150,7 @@ impl PathAcquireError {
     pub fn conflict(&self) -> Option<&PathConflict> {
         match self {
             Self::Conflict(c) | Self::Timeout(c) => Some(c),
-            Self::Request(_) => None,
+            Self::Request(_) | Self::Backend(_) => None,
         }
     }
 }
@@ -158,6 +161,7 @@ impl fmt::Display for PathAcquireError {
             Self::Request(e) => e.fmt(f),
             Self::Conflict(c) => c.fmt(f),
             Self::Timeout(c) => write!(f, "timed out waiting: {c}"),
+            Self::Backend(e) => e.fmt(f),
         }
     }
 }
@@ -166,6 +170,7 @@ impl std::error::Error for PathAcquireError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Self::Request(e) => Some(e),
+            Self::Backend(e) => Some(e),
             _ => None,
         }
     }

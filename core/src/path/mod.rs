@@ -527,6 +527,7 @@ impl PathLocks {
             AcquireError::Conflict(c) => {
                 PathAcquireError::Conflict(Box::new(self.hierarchy.explain(&self.table, *c, named)))
             }
+            AcquireError::Backend(e) => PathAcquireError::Backend(e),
             AcquireError::Timeout(c) => {
                 PathAcquireError::Timeout(Box::new(self.hierarchy.explain(&self.table, *c, named)))
             }

@@ -16,7 +16,7 @@ fn k(s: &str) -> String {
 }
 
 fn held_by<B: LockBackend<String>>(b: &B, key: &str) -> Vec<String> {
-    b.snapshot().held.iter().filter(|h| h.key == key).map(|h| h.owner.as_str().to_string()).collect()
+    b.snapshot().unwrap().held.iter().filter(|h| h.key == key).map(|h| h.owner.as_str().to_string()).collect()
 }
 
 fn conflict_of(e: AcquireError<String>) -> Box<lockcore::Conflict<String>> {
@@ -35,7 +35,7 @@ pub fn all_or_nothing<B: LockBackend<String>>(a: Side<B>, b: Side<B>) {
     assert_eq!(c.keys[0].key, "k2");
     assert_eq!(c.requested, 3);
     // Nothing of the refused request is held.
-    let snap = a.locks.snapshot();
+    let snap = a.locks.snapshot().unwrap();
     assert!(snap.held.iter().all(|h| h.key == "k2"), "a refused request left {:?}", snap.held);
     let t = a.locks.try_lock(Request::new("asker").exclusive(k("k1")).shared(k("k3"))).unwrap();
     a.locks.unlock(&t).unwrap();
@@ -131,24 +131,24 @@ pub fn unlock_owner_frees_exactly_that_owner<B: LockBackend<String>>(a: Side<B>,
     let _t1 = a.locks.try_lock(Request::new("o1").exclusive(k("u1"))).unwrap();
     let _t2 = a.locks.try_lock(Request::new("o1").shared(k("u2")).shared(k("u3"))).unwrap();
     let t3 = a.locks.try_lock(Request::new("o2").shared(k("u2"))).unwrap();
-    let mut freed: Vec<Ticket<String>> = a.locks.unlock_owner(&Owner::new("o1"));
+    let mut freed: Vec<Ticket<String>> = a.locks.unlock_owner(&Owner::new("o1")).unwrap();
     freed.sort_by_key(|t| t.locks.len());
     assert_eq!(freed.len(), 2);
     assert_eq!(freed[0].locks[0].key, "u1");
     assert_eq!(freed[1].locks.len(), 2);
     assert!(freed.iter().all(|t| t.owner.as_str() == "o1"));
-    let snap = a.locks.snapshot();
+    let snap = a.locks.snapshot().unwrap();
     let left: Vec<(&str, &str)> =
         snap.held.iter().filter(|h| h.key.starts_with('u')).map(|h| (h.key.as_str(), h.owner.as_str())).collect();
     assert_eq!(left, [("u2", (a.qualify)("o2").as_str())]);
-    assert!(a.locks.unlock_owner(&Owner::new("o1")).is_empty());
+    assert!(a.locks.unlock_owner(&Owner::new("o1")).unwrap().is_empty());
     a.locks.unlock(&t3).unwrap();
 }
 
 pub fn snapshot_shows_holders<B: LockBackend<String>>(a: Side<B>, b: Side<B>) {
     let t1 = a.locks.try_lock(Request::new("p").exclusive_with(k("n1"), "being moved")).unwrap();
     let t2 = b.locks.try_lock(Request::new("q").shared(k("n2"))).unwrap();
-    let snap = a.locks.snapshot();
+    let snap = a.locks.snapshot().unwrap();
     let mut held: Vec<_> = snap.held.iter().filter(|h| h.key.starts_with('n')).collect();
     held.sort_by(|x, y| x.key.cmp(&y.key));
     assert_eq!(held.len(), 2);
@@ -164,7 +164,7 @@ pub fn snapshot_shows_holders<B: LockBackend<String>>(a: Side<B>, b: Side<B>) {
     assert!(held[0].since.elapsed() < Duration::from_secs(30));
     a.locks.unlock(&t1).unwrap();
     b.locks.unlock(&t2).unwrap();
-    assert!(a.locks.snapshot().held.iter().all(|h| !h.key.starts_with('n')));
+    assert!(a.locks.snapshot().unwrap().held.iter().all(|h| !h.key.starts_with('n')));
 }
 
 pub fn timeout_leaves_nothing_held<B: LockBackend<String>>(a: Side<B>, b: Side<B>) {
