@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 /// The most keys one request may name. Larger requests get [`RequestError::TooManyKeys`]:
 /// an engine command that locks more than this is almost certainly a bug, and the limit
-/// bounds the time any one acquisition holds the per-key latches.
+/// bounds the time any one acquisition holds the shard latches.
 pub const MAX_KEYS: usize = 4096;
 
 /// Who holds a lock: the command (or task, or server) that asked for it.

@@ -47,7 +47,7 @@ impl WaitNode {
     /// Called after the change that may let this waiter proceed, with no latch held.
     pub(crate) fn notify(&self) {
         // Release: pairs with the Acquire in `is_notified`. The change itself is published by
-        // the slot latch the waiter takes before deciding; this only makes the flag visible.
+        // the shard latches the waiter takes before deciding; this only makes the flag visible.
         self.notified.store(true, Ordering::Release);
         let target = self.target.lock().clone();
         match target {
