@@ -7,6 +7,7 @@
 #   partial    a refused try_acquire keeps the keys that were free (all-or-nothing broken)
 #   barging    new requests ignore queued waiters (fairness broken)
 #   no_wake    releases wake nobody (lost wake-ups)
+#   lost_count one shared holder's release marks the key free of every shared holder
 #   skip_keep_record     Durable::keep acknowledges a ticket it never journaled (lost locks)
 #   skip_release_record  Durable::end releases without journaling it (stale locks after a restart)
 #   no_epoch_floor       recovery does not lift fencing tokens above the previous runs'
@@ -80,6 +81,8 @@ expect_caught partial   "the proptest oracle"                   test --test orac
 expect_caught partial   "loom: a refused request keeps no key"  loom refused_request_leaves_no_keys
 expect_caught barging   "the API fairness tests"                test --test api
 expect_caught barging   "the proptest oracle"                   test --test oracle
+expect_caught lost_count "the proptest oracle"                  test --test oracle
+expect_caught lost_count "the stress test's shadow checker"     test --test stress
 expect_caught no_wake   "loom: a release wakes a parked waiter" loom guard_release_wakes_parked_waiter
 expect_caught no_wake   "the proptest oracle"                   test --test oracle
 expect_caught no_wake   "the stress test"                       test --test stress

@@ -391,8 +391,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             let holders =
                 st.holders.iter().map(|h| self.holder(h, !modes.compatible(e.mode, h.mode), &anchor)).collect();
             let waiters_ahead = st
-                .queue
-                .iter()
+                .waiters()
                 .take_while(|q| seq.is_none_or(|s| q.seq < s))
                 .filter(|q| !modes.compatible(e.mode, q.mode))
                 .map(|q| Waiter {

@@ -26,7 +26,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             if removed {
                 st.releases += 1;
                 let slot = &mut st.slots[e.slot as usize];
-                if slot.queue.is_empty() {
+                if !slot.has_waiters() {
                     st.retire_if_idle(e.slot);
                 } else {
                     let mut wake = WakeList::new();
@@ -186,7 +186,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
                     continue;
                 }
                 record.collect_wakeable(&self.modes, &mut wake);
-                let Some(key) = record.key.clone() else { continue };
+                let Some(key) = record.key().cloned() else { continue };
                 st.retire_if_idle(at);
                 for h in removed.drain(..) {
                     let lock = TicketLock { key: key.clone(), mode: h.mode, token: h.token(), message: h.message };

@@ -8,7 +8,7 @@
 //! `docs/design.md` ("Linearizable batches").
 
 use crate::clock::Stamp;
-use crate::mode::{Mode, ModeTable, MAX_MODES};
+use crate::mode::{Mode, ModeTable};
 use crate::request::{LockMessage, Owner};
 use crate::sync::Arc;
 use crate::ticket::{GrantId, Token};
@@ -47,19 +47,34 @@ pub(crate) struct Queued {
 }
 
 /// Everything about a key, guarded by its shard's latch.
+///
+/// Laid out to fill one 64-byte cache line for a key of up to 8 bytes (an integer id): on
+/// two cores the cost of an uncontended operation is mostly the cache lines it pulls over from
+/// the other core, and a request touches its key's record on every acquire and release. So
+/// the per-mode holder counts are not stored (the holder list is the truth; `held` is kept
+/// from it), the rarely used queue is boxed, and a free record keeps its last key instead of
+/// an `Option` (its `live` flag says it is free). `slot_fits_one_line` checks the size.
+#[repr(align(64))]
 pub(crate) struct Slot<K> {
-    /// The key, or `None` while the record is free (on its shard's free list, keeping the
-    /// capacity of its holder list and queue for the next key).
-    pub(crate) key: Option<K>,
+    /// The key while `live`; a free record keeps the key it had last, dropped when the record
+    /// is reused or the slab shrinks past it.
+    key: K,
     /// The key's full hash, so the index can drop the record's entry without hashing again.
     pub(crate) hash: u64,
-    /// Holders per mode; `held` has a bit for every non-zero count.
-    counts: [u32; MAX_MODES],
-    pub(crate) held: u8,
     pub(crate) holders: Vec<HeldBy>,
-    pub(crate) queue: VecDeque<Queued>,
+    /// The FIFO queue of waiters, made on a record's first wait and kept (with its capacity)
+    /// while the record is reused. Boxed on purpose: 8 bytes in the record instead of 32,
+    /// for a queue most keys never have.
+    #[allow(clippy::box_collection)]
+    queue: Option<Box<VecDeque<Queued>>>,
     /// The last fencing token handed out on this key.
     pub(crate) last_token: u64,
+    /// While the record is free: the next free record's position (the shard's free list).
+    pub(crate) next_free: u32,
+    /// A bit for every mode somebody holds.
+    pub(crate) held: u8,
+    /// Whether the record belongs to a key (in the index), or is free.
+    pub(crate) live: bool,
     /// Among its shard's recently idle records (`shard.rs`), kept in the index for a while.
     pub(crate) kept_idle: bool,
 }
@@ -70,27 +85,71 @@ pub(crate) type WakeList = SmallVec<[Arc<WaitNode>; 4]>;
 impl<K> Slot<K> {
     pub(crate) fn new(key: K, hash: u64, token_floor: u64) -> Self {
         Self {
-            key: Some(key),
+            key,
             hash,
-            counts: [0; MAX_MODES],
-            held: 0,
             holders: Vec::new(),
-            queue: VecDeque::new(),
+            queue: None,
             last_token: token_floor,
+            next_free: 0,
+            held: 0,
+            live: true,
             kept_idle: false,
         }
     }
 
+    /// The record's key, `None` while the record is free.
+    #[inline]
+    pub(crate) fn key(&self) -> Option<&K> {
+        self.live.then_some(&self.key)
+    }
+
+    /// Whether the record is `key`'s.
+    #[inline(always)]
+    pub(crate) fn is_key(&self, key: &K) -> bool
+    where
+        K: Eq,
+    {
+        self.live && self.key == *key
+    }
+
+    /// Gives a free record to `key`.
+    pub(crate) fn reuse(&mut self, key: K, hash: u64, token_floor: u64) {
+        debug_assert!(!self.live && self.is_idle() && self.holders.is_empty());
+        self.key = key;
+        self.hash = hash;
+        self.last_token = token_floor;
+        self.live = true;
+    }
+
     /// Nobody holds or waits: the slot may be reclaimed.
+    #[inline]
     pub(crate) fn is_idle(&self) -> bool {
-        self.held == 0 && self.queue.is_empty()
+        self.held == 0 && !self.has_waiters()
+    }
+
+    /// Whether any request is queued on the key.
+    #[inline]
+    pub(crate) fn has_waiters(&self) -> bool {
+        self.queue.as_ref().is_some_and(|q| !q.is_empty())
+    }
+
+    /// The queued requests, in arrival order.
+    pub(crate) fn waiters(&self) -> impl Iterator<Item = &Queued> {
+        self.queue.iter().flat_map(|q| q.iter())
+    }
+
+    /// Gives back the capacity of the holder list and the queue (a free record kept by a
+    /// shrinking slab).
+    pub(crate) fn release_capacity(&mut self) {
+        self.holders = Vec::new();
+        self.queue = None;
     }
 
     /// The modes queued by waiters that arrived before `seq` (all waiters for `None`).
     #[inline]
     pub(crate) fn queued_before(&self, seq: Option<u64>) -> u8 {
         let mut mask = 0;
-        for q in &self.queue {
+        for q in self.waiters() {
             if seq.is_some_and(|s| q.seq >= s) {
                 break;
             }
@@ -111,7 +170,7 @@ impl<K> Slot<K> {
             return modes.compatible_with_set(mode, self.held); // deliberately broken: ignores the queue
         }
         modes.compatible_with_set(mode, self.held)
-            && (self.queue.is_empty() || modes.compatible_with_set(mode, self.queued_before(seq)))
+            && (!self.has_waiters() || modes.compatible_with_set(mode, self.queued_before(seq)))
     }
 
     /// Records a holder; returns its fencing token for fenced modes, 0 otherwise.
@@ -122,7 +181,6 @@ impl<K> Slot<K> {
             rec.token = self.last_token;
         }
         let token = rec.token;
-        self.counts[rec.mode.index()] += 1;
         self.held |= rec.mode.bit();
         self.holders.push(rec);
         token
@@ -132,11 +190,7 @@ impl<K> Slot<K> {
     pub(crate) fn remove_holder(&mut self, grant: GrantId) -> Option<HeldBy> {
         let at = self.holders.iter().position(|h| h.grant == grant)?;
         let rec = self.holders.swap_remove(at);
-        let i = rec.mode.index();
-        self.counts[i] -= 1;
-        if self.counts[i] == 0 {
-            self.held &= !rec.mode.bit();
-        }
+        self.forget_mode(rec.mode);
         Some(rec)
     }
 
@@ -145,13 +199,26 @@ impl<K> Slot<K> {
     #[inline(always)]
     pub(crate) fn drop_holder(&mut self, grant: GrantId) -> bool {
         let Some(at) = self.holders.iter().position(|h| h.grant == grant) else { return false };
-        let i = self.holders[at].mode.index();
-        self.counts[i] -= 1;
-        if self.counts[i] == 0 {
-            self.held &= !self.holders[at].mode.bit();
-        }
+        let mode = self.holders[at].mode;
         self.holders.swap_remove(at);
+        self.forget_mode(mode);
         true
+    }
+
+    /// Clears `mode`'s bit in `held` once no holder is left in it. A scan of the holders,
+    /// which the release has just scanned to find its own: no counts to keep in the record.
+    #[inline(always)]
+    fn forget_mode(&mut self, mode: Mode) {
+        if cfg!(lockcore_mutant = "lost_count") {
+            // Deliberately broken: one shared holder leaving frees the key of all of them.
+            self.held &= !mode.bit();
+            return;
+        }
+        if self.holders.is_empty() {
+            self.held = 0;
+        } else if !self.holders.iter().any(|h| h.mode == mode) {
+            self.held &= !mode.bit();
+        }
     }
 
     /// Removes every holder record matching `pred`, in no particular order.
@@ -170,14 +237,16 @@ impl<K> Slot<K> {
     /// Appends a waiter. Callers hold this slot's latch and took `seq` while holding it, so
     /// a later `seq` can only be taken after this push: the queue stays sorted by `seq`.
     pub(crate) fn enqueue(&mut self, seq: u64, mode: Mode, node: &Arc<WaitNode>) {
-        debug_assert!(self.queue.back().is_none_or(|q| q.seq < seq));
-        self.queue.push_back(Queued { seq, mode, node: Arc::clone(node) });
+        let queue = self.queue.get_or_insert_with(Default::default);
+        debug_assert!(queue.back().is_none_or(|q| q.seq < seq));
+        queue.push_back(Queued { seq, mode, node: Arc::clone(node) });
     }
 
     /// Removes the waiter `seq` from the queue.
     pub(crate) fn dequeue(&mut self, seq: u64) {
-        if let Ok(at) = self.queue.binary_search_by_key(&seq, |q| q.seq) {
-            self.queue.remove(at);
+        let Some(queue) = self.queue.as_mut() else { return };
+        if let Ok(at) = queue.binary_search_by_key(&seq, |q| q.seq) {
+            queue.remove(at);
         }
     }
 
@@ -189,7 +258,7 @@ impl<K> Slot<K> {
         if cfg!(lockcore_mutant = "no_wake") {
             return; // deliberately broken: releases wake nobody
         }
-        if !self.queue.is_empty() {
+        if self.has_waiters() {
             self.collect_wakeable_slow(modes, out);
         }
     }
@@ -197,7 +266,7 @@ impl<K> Slot<K> {
     #[cold]
     fn collect_wakeable_slow(&self, modes: &ModeTable, out: &mut WakeList) {
         let mut ahead = 0u8;
-        for q in &self.queue {
+        for q in self.waiters() {
             let passes = modes.compatible_with_set(q.mode, self.held) && modes.compatible_with_set(q.mode, ahead);
             if passes && !out.iter().any(|n| Arc::ptr_eq(n, &q.node)) {
                 out.push(Arc::clone(&q.node));

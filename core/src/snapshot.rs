@@ -66,7 +66,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         let mut waiting = Vec::new();
         for st in &shards {
             for (_, slot) in st.live() {
-                let Some(key) = &slot.key else { continue };
+                let Some(key) = slot.key() else { continue };
                 held.extend(slot.holders.iter().map(|h| HeldLock {
                     key: key.clone(),
                     owner: h.owner.clone(),
@@ -76,7 +76,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
                     since: anchor.instant(h.since),
                     token: h.token(),
                 }));
-                waiting.extend(slot.queue.iter().map(|q| WaitingLock {
+                waiting.extend(slot.waiters().map(|q| WaitingLock {
                     key: key.clone(),
                     owner: q.node.owner.clone(),
                     mode: q.mode,
