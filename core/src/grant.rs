@@ -89,36 +89,34 @@ impl<'a, K: Hash + Eq + Clone> Latches<'a, K> {
     /// cannot be kept out for ever by a stream of small ones, and the order rules out deadlock.
     #[inline]
     pub(crate) fn lock(table: &'a LockTable<K>, entries: &mut [Entry<K>]) -> Self {
-        let mut order: SmallVec<[u16; 16]> = SmallVec::new();
-        for e in entries.iter_mut() {
-            if order.last() != Some(&e.shard) {
-                debug_assert!(order.last().is_none_or(|s| *s < e.shard), "entries not sorted by shard");
-                order.push(e.shard);
-            }
-            // At most 2^16 shards, so at most 2^16 latches.
-            e.latch = (order.len() - 1) as u16;
-        }
+        // Built where it is returned, and filled straight from the (shard-sorted) entries: no
+        // list of shards to make first, no copy of the guards at the end.
+        let mut latches = Self { shards: SmallVec::new(), hint: 0 };
         let mut rounds = 0;
         'round: loop {
-            let mut latched: SmallVec<[(u16, MutexGuard<'a, ShardState<K>>); 16]> = SmallVec::new();
-            for &s in &order {
-                let shard = &table.shards[usize::from(s)];
-                let guard = if rounds < WAIT_ALONE {
-                    match shard.try_lock() {
-                        Some(g) => g,
-                        None => {
-                            drop(latched);
-                            drop(shard.lock());
-                            rounds += 1;
-                            continue 'round;
+            for e in entries.iter_mut() {
+                if latches.shards.last().is_none_or(|(s, _)| *s != e.shard) {
+                    debug_assert!(latches.shards.last().is_none_or(|(s, _)| *s < e.shard), "entries not sorted");
+                    let shard = &table.shards[usize::from(e.shard)];
+                    let guard = if rounds < WAIT_ALONE {
+                        match shard.try_lock() {
+                            Some(g) => g,
+                            None => {
+                                latches.shards.clear();
+                                drop(shard.lock());
+                                rounds += 1;
+                                continue 'round;
+                            }
                         }
-                    }
-                } else {
-                    shard.lock()
-                };
-                latched.push((s, guard));
+                    } else {
+                        shard.lock()
+                    };
+                    latches.shards.push((e.shard, guard));
+                }
+                // At most 2^16 shards, so at most 2^16 latches.
+                e.latch = (latches.shards.len() - 1) as u16;
             }
-            return Self { shards: latched, hint: 0 };
+            return latches;
         }
     }
 
