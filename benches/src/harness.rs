@@ -14,7 +14,7 @@ use crate::workload::{Sampler, SplitMix64, Workload};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -369,6 +369,46 @@ pub fn clock_cost_ns() -> f64 {
     (last - t).as_nanos() as f64 / f64::from(N)
 }
 
+/// What moving one cache line from one thread's core to another's costs here, nanoseconds:
+/// two threads pass a counter back and forth 100,000 times, and each pass is one transfer.
+/// `None` with fewer than two CPUs (each pass would wait for a scheduler slice).
+///
+/// Every operation that writes a line last written by another thread pays this, so it sets
+/// the price of sharded designs, whose commands touch many lines, far more than that of one
+/// global lock. On a virtual machine it depends on where the host runs the two virtual CPUs,
+/// and can change from one minute to the next; the harness measures it before every cell.
+pub fn line_transfer_ns() -> Option<f64> {
+    // Passes before the clock starts (both threads running and warm), then timed passes.
+    const WARM: u64 = 20_000;
+    const PASSES: u64 = 200_000;
+    if std::thread::available_parallelism().map_or(1, usize::from) < 2 {
+        return None;
+    }
+    // Acquire/Release: each side reads the other's last write before writing its own (a
+    // Relaxed pair would measure the same transfer; the orderings say what is meant). Returns
+    // when the timed passes began.
+    fn pass(turn: &AtomicU64, parity: u64) -> Instant {
+        let mut started = Instant::now();
+        for i in 0..WARM + PASSES {
+            while turn.load(Ordering::Acquire) != 2 * i + parity {
+                std::hint::spin_loop();
+            }
+            if i == WARM {
+                started = Instant::now();
+            }
+            turn.store(2 * i + parity + 1, Ordering::Release);
+        }
+        started
+    }
+    let turn = AtomicU64::new(0);
+    let (started, ended) = std::thread::scope(|s| {
+        s.spawn(|| pass(&turn, 1));
+        let started = pass(&turn, 0);
+        (started, Instant::now())
+    });
+    Some((ended - started).as_nanos() as f64 / (2 * PASSES) as f64)
+}
+
 /// Median of `v` (NaN if empty).
 pub fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
@@ -439,6 +479,10 @@ pub struct CellSummary {
     pub seconds: f64,
     /// Load average when the cell finished.
     pub loadavg: Option<[f64; 3]>,
+    /// What moving a cache line between two threads cost just before the cell
+    /// ([`line_transfer_ns`]), nanoseconds.
+    #[serde(default)]
+    pub line_transfer_ns: Option<f64>,
     /// Every implementation, lockcore first.
     pub impls: Vec<ImplSummary>,
 }
@@ -486,6 +530,7 @@ pub fn run_cell(
     progress: &mut dyn FnMut(usize, usize),
 ) -> CellSummary {
     let sampler = w.sampler();
+    let line_transfer_ns = line_transfer_ns();
     let n = imps.len();
     let total = n * c.reps + if c.warmup.is_zero() { 0 } else { n };
     let mut done = 0;
@@ -515,6 +560,7 @@ pub fn run_cell(
         reps: c.reps,
         seconds: c.run.as_secs_f64(),
         loadavg: loadavg(),
+        line_transfer_ns,
         impls,
     }
 }

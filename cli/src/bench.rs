@@ -99,7 +99,7 @@ fn ns(v: u64) -> String {
 fn print_cell(c: &CellSummary) {
     println!();
     println!(
-        "== {} threads={} (batch {}, hold {}, {}): {} runs x {:.2} s interleaved; load {} ==",
+        "== {} threads={} (batch {}, hold {}, {}): {} runs x {:.2} s interleaved; load {}; line transfer {} ==",
         c.workload,
         c.threads,
         c.batch,
@@ -107,7 +107,8 @@ fn print_cell(c: &CellSummary) {
         if c.wait { "wait on conflict" } else { "retry try on conflict" },
         c.reps,
         c.seconds,
-        fmt_load(c.loadavg)
+        fmt_load(c.loadavg),
+        c.line_transfer_ns.map_or_else(|| "-".into(), |t| format!("{t:.0} ns"))
     );
     println!(
         "{:<20} {:>8} {:>8} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>5} {:>6} {:>9} {:>7}",

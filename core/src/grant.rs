@@ -19,7 +19,7 @@ use crate::conflict::{AcquireError, Conflict, KeyConflict, Waiter};
 use crate::guard::LockSet;
 use crate::metrics::Counter;
 use crate::mode::Mode;
-use crate::request::{Item, LockMessage, Request, RequestError, MAX_KEYS};
+use crate::request::{Item, LockMessage, Owner, Request, RequestError, MAX_KEYS};
 use crate::shard::ShardState;
 use crate::slot::{HeldBy, Slot, WakeList};
 use crate::sync::{unique_id, Arc, MutexGuard, Ordering};
@@ -180,6 +180,12 @@ fn unreachable_shard(shard: u16) -> ! {
     panic!("lockcore: shard {shard} used without its latch (internal error)")
 }
 
+/// The holder record of key `e` of a grant of `n_keys` keys being installed.
+#[inline(always)]
+fn holder_record<K>(owner: &Owner, e: &Entry<K>, n_keys: u32, grant: GrantId, since: Stamp) -> HeldBy {
+    HeldBy { grant, owner: owner.clone(), mode: e.mode, message: e.message.clone(), since, token: 0, n_keys }
+}
+
 #[inline]
 pub(crate) fn notify_all(wake: WakeList) {
     if wake.is_empty() {
@@ -315,7 +321,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             if let Some(seq) = seq {
                 slot.dequeue(seq);
             }
-            let token = slot.add_holder(&self.modes, self.holder_record(p, &p.entries[0], grant, since));
+            let token = slot.add_holder(&self.modes, holder_record(&p.owner, &p.entries[0], 1, grant, since));
             st.grants += 1;
             drop(st);
             p.entries[0].token = token;
@@ -335,15 +341,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         let n_keys = p.entries.len() as u32;
         let LockSet { owner, entries, .. } = p;
         for e in entries.iter_mut() {
-            let rec = HeldBy {
-                grant,
-                owner: owner.clone(),
-                mode: e.mode,
-                message: e.message.clone(),
-                since,
-                token: 0,
-                n_keys,
-            };
+            let rec = holder_record(owner, e, n_keys, grant, since);
             let slot = latches.slot(e);
             if let Some(seq) = seq {
                 slot.dequeue(seq);
@@ -354,20 +352,6 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         drop(latches);
         self.granted(p, grant, since);
         None
-    }
-
-    /// The holder record of key `e` of the grant being installed.
-    #[inline(always)]
-    fn holder_record(&self, p: &Prepared<'_, K>, e: &Entry<K>, grant: GrantId, since: Stamp) -> HeldBy {
-        HeldBy {
-            grant,
-            owner: p.owner.clone(),
-            mode: e.mode,
-            message: e.message.clone(),
-            since,
-            token: 0,
-            n_keys: p.entries.len() as u32,
-        }
     }
 
     /// Arms the prepared set with its installed grant (counted in its first shard).
