@@ -512,3 +512,20 @@ proptest! {
         prop_assert!(locks.snapshot().held.is_empty());
     }
 }
+
+/// A SIX held above (shared there, exclusive below) is in the way of an exclusive path below
+/// it, not of a shared one: the block names the exclusive fragment. (Found by the `path_ops`
+/// fuzz target: the report named the shared fragment, comparing its own mode with the SIX.)
+#[test]
+fn a_block_on_an_ancestor_names_the_fragment_its_lock_conflicts_with() {
+    let locks = PathLocks::new();
+    let _o0 = locks.try_acquire(PathRequest::new("o0").shared(p("/b/x")).exclusive(p("/b/x/y"))).unwrap();
+    let err = locks.try_acquire(PathRequest::new("o1").shared(p("/b/x/b")).exclusive(p("/b/x/q"))).unwrap_err();
+    let c = err.conflict().expect("a conflict");
+    let on_x: Vec<_> = c.blocks.iter().filter(|b| b.path == p("/b/x")).collect();
+    assert_eq!(on_x.len(), 1, "{c}");
+    assert_eq!(on_x[0].fragment, p("/b/x/q"), "{c}");
+    assert_eq!(on_x[0].relation, Relation::Ancestor, "{c}");
+    // Shared below the SIX alone is granted.
+    assert!(locks.try_acquire(PathRequest::new("o2").shared(p("/b/x/b"))).is_ok());
+}

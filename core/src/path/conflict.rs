@@ -194,9 +194,21 @@ impl Hierarchy {
         let h = self;
         let named = asked;
         let modes = h.modes();
-        // Whether a lock held on `path` in `mode` conflicts with a named path by itself.
+        // The named path that a lock held on `path` in `mode` conflicts with by itself. A lock
+        // held above a named path meets the request's intention mode there, not the named mode
+        // (a shared path below a SIX is fine; an exclusive one is not), so that is the mode it
+        // is compared with; on the path itself or below it, the named mode.
         let against = |path: &PathKey, mode: Mode| {
-            named.iter().find(|(n, m)| n.overlaps(path) && !modes.compatible(*m, mode)).map(|(n, _)| n)
+            named
+                .iter()
+                .find(|(n, m)| {
+                    if path.is_ancestor_of(n) {
+                        !modes.compatible(h.intention(*m).unwrap_or(*m), mode)
+                    } else {
+                        n.overlaps(path) && !modes.compatible(*m, mode)
+                    }
+                })
+                .map(|(n, _)| n)
         };
         // Taken at most once, and only when a holder may be there for something below: it
         // pauses the whole table while it copies.
