@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Shows that the fuzz targets find injected bugs within a smoke run: builds the real code with a
-# deliberately broken variant (LOCKCORE_MUTANT, see core/build.rs and journal/build.rs) and
+# deliberately broken variant (LOCKCORE_MUTANT, see core/build.rs, shared by lockcore-journal and lockcore-sql) and
 # requires the target to crash. Usage: ci/fuzz-mutants.sh [SECONDS per run, default 30]
 #
 #   table_ops  + partial              a refused try_acquire keeps the keys that were free
