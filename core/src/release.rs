@@ -22,7 +22,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             // One key: no list of latches to build, and no wake list unless someone waits.
             let mut st = self.shards[usize::from(e.shard)].lock();
             let Some(slot) = st.slots.get_mut(e.slot as usize) else { return };
-            let removed = slot.drop_holder(grant);
+            let removed = slot.remove_holder(grant).is_some();
             if removed {
                 st.releases += 1;
                 let slot = &mut st.slots[e.slot as usize];
@@ -40,10 +40,10 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             let mut wake = WakeList::new();
             let mut removed = false;
             let mut latches = Latches::lock(self, entries);
-            for e in entries.iter() {
+            for e in entries.iter_mut() {
                 let st = latches.state(e);
                 let Some(slot) = st.slots.get_mut(e.slot as usize) else { continue };
-                if slot.drop_holder(grant) {
+                if slot.take_holder_owner(grant, &mut e.owner) {
                     removed = true;
                     slot.collect_wakeable(&self.modes, &mut wake);
                     st.retire_if_idle(e.slot);

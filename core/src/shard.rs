@@ -277,7 +277,7 @@ mod tests {
         }
         assert!(st.find(9, &9).is_some(), "a record in use was freed");
         assert_eq!(st.len(), 1);
-        assert!(st.slots[again as usize].drop_holder(crate::ticket::GrantId(1)));
+        assert!(st.slots[again as usize].remove_holder(crate::ticket::GrantId(1)).is_some());
         st.retire_if_idle(again);
         assert_eq!(st.len(), 0);
         // shrink() frees every idle record; the floor is above every freed record's token.

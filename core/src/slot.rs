@@ -194,14 +194,15 @@ impl<K> Slot<K> {
         Some(rec)
     }
 
-    /// Removes and drops the holder record of `grant`; whether there was one. (The release of
-    /// a guard needs no more than that, so nothing is moved out.)
+    /// Removes the holder record of `grant`, moving its owner to `owner` (so the reference is
+    /// dropped by the caller's entry, after unlatching; see `Entry::owner`); whether there
+    /// was one.
     #[inline(always)]
-    pub(crate) fn drop_holder(&mut self, grant: GrantId) -> bool {
+    pub(crate) fn take_holder_owner(&mut self, grant: GrantId, owner: &mut Option<Owner>) -> bool {
         let Some(at) = self.holders.iter().position(|h| h.grant == grant) else { return false };
-        let mode = self.holders[at].mode;
-        self.holders.swap_remove(at);
-        self.forget_mode(mode);
+        let rec = self.holders.swap_remove(at);
+        self.forget_mode(rec.mode);
+        *owner = Some(rec.owner);
         true
     }
 
