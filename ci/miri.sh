@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Miri over the table's unit tests and the proptest oracle (which scales itself down under miri:
-# 4 cases of at most 12 operations, 2 shards; about 6 minutes here). lockcore itself has no unsafe code
-# (#![forbid(unsafe_code)]); this checks the unsafe in the dependencies it drives (parking_lot,
-# hashbrown, smallvec) on our paths. Needs the nightly toolchain with the miri component: when it
+# 4 cases of at most 12 operations, 2 shards; about 6 minutes here). lockcore's only unsafe code is
+# the shard latch (core/src/latch.rs: lock_api's RawMutex and parking_lot_core's park/unpark), whose
+# unit tests run here with 3 contending threads; the rest checks the unsafe in the dependencies
+# lockcore drives (parking_lot_core, hashbrown, smallvec) on our paths. Needs the nightly toolchain with the miri component: when it
 # is missing and cannot be installed, says so and exits 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -8,6 +8,9 @@
 #   barging    new requests ignore queued waiters (fairness broken)
 #   no_wake    releases wake nobody (lost wake-ups)
 #   lost_count one shared holder's release marks the key free of every shared holder
+#   latch_no_wake          the shard latch unlocks without waking a sleeper (lost wake-up)
+#   latch_try_ignores_lock the shard latch's try_lock takes a held latch (no exclusion)
+#   latch_lost_handover    the shard latch unlocks while handing itself to a starving sleeper
 #   skip_keep_record     Durable::keep acknowledges a ticket it never journaled (lost locks)
 #   skip_release_record  Durable::end releases without journaling it (stale locks after a restart)
 #   no_epoch_floor       recovery does not lift fencing tokens above the previous runs'
@@ -83,6 +86,10 @@ expect_caught barging   "the API fairness tests"                test --test api
 expect_caught barging   "the proptest oracle"                   test --test oracle
 expect_caught lost_count "the proptest oracle"                  test --test oracle
 expect_caught lost_count "the stress test's shadow checker"     test --test stress
+expect_caught latch_no_wake          "the latch's contention test" test --lib latch::
+expect_caught latch_try_ignores_lock "the latch's contention test" test --lib latch::
+expect_caught latch_try_ignores_lock "the stress test's shadow checker" test --test stress
+expect_caught latch_lost_handover    "the latch's contention test" test --lib latch::
 expect_caught no_wake   "loom: a release wakes a parked waiter" loom guard_release_wakes_parked_waiter
 expect_caught no_wake   "the proptest oracle"                   test --test oracle
 expect_caught no_wake   "the stress test"                       test --test stress

@@ -16,7 +16,7 @@ pub(crate) use std::sync::Arc;
 
 #[cfg(not(loom))]
 mod imp {
-    pub(crate) use parking_lot::{Mutex, MutexGuard};
+    pub(crate) use crate::latch::{Latch as Mutex, LatchGuard as MutexGuard};
     pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     pub(crate) use std::thread::{current, Thread};
 
