@@ -20,9 +20,10 @@
 //! - then yields **once**: if the holder was preempted on this core it may run and unlock;
 //! - then parks in `parking_lot_core`'s queue for the latch's address, and an unlock that finds
 //!   a sleeper wakes the longest-sleeping one to race for the latch;
-//! - except that a sleeper that first went to sleep more than [`STARVING_AFTER`] ago is
-//!   *handed* the latch by the unlock (it stays locked, for that thread), so no thread loses
-//!   the latch to running ones for ever. `parking_lot`'s own hand-over, every 0.5 ms per
+//! - except that a thread that first went to sleep for the latch more than [`STARVING_AFTER`]
+//!   ago sleeps again as *starving* once it has been woken and beaten, and the unlock that wakes
+//!   it next (it is at the back of the FIFO queue) *hands* it the latch (it stays locked, for
+//!   that thread), so no thread loses the latch to running ones for ever. `parking_lot`'s own hand-over, every 0.5 ms per
 //!   lock whoever is waiting, cost the waiting workloads 30-50% here: each hand-over leaves
 //!   the latch locked until the woken thread is scheduled.
 //!
@@ -77,13 +78,16 @@ pub(crate) type LatchGuard<'a, T> = lock_api::MutexGuard<'a, RawLatch, T>;
 // (`unlock_slow`); `LOCKED` is cleared only by `unlock`, which lock_api calls only for the
 // holder. So at most one thread holds the latch. Acquire on the locking CAS and Release on the
 // unlocking store order each critical section after the previous one; on a hand-over the
-// order comes from the unpark, which synchronises with the woken thread's park (see
-// `unlock_slow`).
+// order comes from the unpark: parking_lot_core's thread parker stores the wake-up with Release
+// and the woken thread loads it with Acquire before it reads its token. parking_lot_core does
+// not document that ordering; `parking_lot`'s own mutex hands over on the same assumption.
+// (See `unlock_slow`.)
 unsafe impl RawMutex for RawLatch {
     #[allow(clippy::declare_interior_mutable_const)] // lock_api's pattern for a lock's initial value
     const INIT: Self = Self { state: AtomicU8::new(0) };
-    // A guard must be dropped by the thread that took it: parking_lot_core's handoff and
-    // deadlock bookkeeping are per thread, as for `parking_lot`'s own mutex.
+    // Conservative, as `parking_lot`'s default: nothing here is per thread (the hand-over goes
+    // to a sleeper, not to whoever drops the guard), so `GuardSend` would be sound too, but no
+    // caller moves a latch guard between threads.
     type GuardMarker = GuardNoSend;
 
     #[inline]
@@ -120,7 +124,8 @@ unsafe impl RawMutex for RawLatch {
         // Release: publishes the critical section to the next holder's Acquire. Relaxed on
         // failure: a sleeper is there, and `unlock_slow` takes over.
         if self.state.compare_exchange(LOCKED, 0, Ordering::Release, Ordering::Relaxed).is_err() {
-            self.unlock_slow();
+            // SAFETY: lock_api calls `unlock` only for the holder, so this thread holds it.
+            unsafe { self.unlock_slow() };
         }
     }
 
@@ -202,8 +207,12 @@ impl RawLatch {
         }
     }
 
+    /// Unlocks with sleepers about: wakes the longest sleeper, or hands it the latch.
+    ///
+    /// # Safety
+    /// The calling thread holds the latch (the state is `LOCKED | PARKED`).
     #[cold]
-    fn unlock_slow(&self) {
+    unsafe fn unlock_slow(&self) {
         // Wake the longest sleeper (the queue is FIFO per key), noting whether it starves.
         let (woken, starving) = (Cell::new(false), Cell::new(false));
         let filter = |token: ParkToken| {
@@ -225,6 +234,8 @@ impl RawLatch {
                 } else if !result.have_more_threads {
                     self.state.store(LOCKED, Ordering::Relaxed);
                 }
+                #[cfg(test)]
+                tests::HAND_OVERS.fetch_add(1, Ordering::Relaxed);
                 return HANDED_OVER;
             }
             // Unlock, keeping `PARKED` if anyone still sleeps. Release: publishes the critical
@@ -244,8 +255,32 @@ impl RawLatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicUsize;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
+
+    /// Hand-overs made, so the contention test can check the path ran (test builds only).
+    pub(super) static HAND_OVERS: AtomicUsize = AtomicUsize::new(0);
+
+    /// A free latch with a sleeper announced (`PARKED` without `LOCKED`, as after a wake-up
+    /// that did not hand over) can be taken, keeps `PARKED`, and unlocks through the queue.
+    #[test]
+    fn a_free_latch_with_sleepers_announced_can_be_taken() {
+        let raw = RawLatch::INIT;
+        raw.state.store(PARKED, Ordering::Relaxed);
+        assert!(raw.try_lock(), "a free latch was refused because PARKED was set");
+        assert_eq!(raw.state.load(Ordering::Relaxed), LOCKED | PARKED);
+        assert!(!raw.try_lock());
+        // SAFETY: this thread holds the latch (taken just above).
+        unsafe { raw.unlock() };
+        // Nobody was in the queue: the slow unlock leaves the latch free and unannounced.
+        assert_eq!(raw.state.load(Ordering::Relaxed), 0);
+        raw.lock();
+        assert!(raw.is_locked());
+        // SAFETY: held (locked just above).
+        unsafe { raw.unlock() };
+        assert!(!raw.is_locked());
+    }
 
     #[test]
     fn lock_try_lock_and_unlock() {
@@ -286,6 +321,8 @@ mod tests {
                         };
                         assert_eq!(g.0, g.1, "two threads inside the latch at once");
                         g.0 += 1;
+                        // Makes the first write real before the second (no merging them).
+                        std::hint::black_box(&mut *g);
                         // Long enough sometimes for the others to give up spinning and park,
                         // and now and then for a sleeper to starve and be handed the latch.
                         // (Under miri, far fewer rounds, so more often.)
@@ -310,5 +347,10 @@ mod tests {
         }
         let g = latch.lock();
         assert_eq!(*g, (threads * rounds, threads * rounds));
+        // Sleeps of 2 ms under the latch make the others starve: the hand-over path ran (6-84
+        // times per run when measured). Under miri the run is too short to rely on it.
+        if !cfg!(miri) {
+            assert!(HAND_OVERS.load(Ordering::Relaxed) > 0, "no sleeper was ever handed the latch");
+        }
     }
 }
