@@ -24,6 +24,21 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+/// Rounds of spinning for a wake-up before a blocking waiter sleeps, round `i` spinning `2^i`
+/// pause instructions (126 in all, a few microseconds): a holder that keeps its keys for a
+/// microsecond or so releases while the waiter spins, and the waiter goes on without a sleep
+/// and a wake-up, which cost far more on this machine (hot4 with 1 us holds at 2 threads: 0.66-0.71
+/// M commands/s against 0.22-0.23, p99 5 us against 85 us). Blocking `acquire` only: a future
+/// does not spin on its executor's thread. None under loom: the spin changes only timing (the
+/// waiter sleeps after it exactly as before), and loom explores the sleep.
+const SPIN_ROUNDS: u32 = if cfg!(loom) { 0 } else { 6 };
+
+/// Only requests of at most this many keys spin before sleeping. A request of many keys waits
+/// for many holders, and each wake-up makes it latch every one of its shards again: spinning, it
+/// looked again at each release instead of once per sleep, and the starvation mix's 64-key
+/// batches waited 5.5-8 ms instead of 1.2-4.5 (2 threads).
+const SPIN_MAX_KEYS: usize = 8;
+
 /// What to wake.
 #[derive(Clone)]
 enum Target {
@@ -59,6 +74,20 @@ impl WaitNode {
     fn is_notified(&self) -> bool {
         // Acquire: pairs with the Release in `notify`.
         self.notified.load(Ordering::Acquire)
+    }
+
+    /// Spins a few microseconds for a notification (see [`SPIN_ROUNDS`]) if `spin`; whether
+    /// one came.
+    fn spin_for_notify(&self, spin: bool) -> bool {
+        for round in 1..=if spin { SPIN_ROUNDS } else { 0 } {
+            if self.is_notified() {
+                return true;
+            }
+            for _ in 0..1u32 << round {
+                std::hint::spin_loop();
+            }
+        }
+        self.is_notified()
     }
 
     /// Called with every latch of the request held, just before deciding.
@@ -177,9 +206,10 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             Some(Ok(q)) => q,
         };
         self.metrics.add(Counter::Waits, 1);
+        let spin = p.entries.len() <= SPIN_MAX_KEYS;
         loop {
             let timed_out = loop {
-                if node.is_notified() {
+                if node.spin_for_notify(spin) {
                     break false;
                 }
                 if expired() {
