@@ -21,6 +21,13 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Stamp(u64);
 
+impl Stamp {
+    /// This stamp moved on by `factor` times the time from `start` to it.
+    pub(crate) fn later_by(self, start: Stamp, factor: u64) -> Stamp {
+        Stamp(self.0.saturating_add(self.0.saturating_sub(start.0).saturating_mul(factor)))
+    }
+}
+
 /// The grant clock of one table.
 #[derive(Clone)]
 pub(crate) struct Clock {

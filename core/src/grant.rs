@@ -208,7 +208,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     /// Validates `req` into an unarmed guard whose entries are hashed and sorted by shard.
     pub(crate) fn prepare(&self, mut req: Request<K>) -> Result<Prepared<'_, K>, RequestError> {
         let mut set = LockSet::unarmed(self, req.owner);
-        self.prepare_items(&mut req.items, &set.owner, &mut set.entries)?;
+        self.prepare_items(&mut req.items, &mut set.entries)?;
         Ok(set)
     }
 
@@ -218,7 +218,6 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     pub(crate) fn prepare_items(
         &self,
         items: &mut SmallVec<[Item<K>; 8]>,
-        owner: &Owner,
         entries: &mut Entries<K>,
     ) -> Result<(), RequestError> {
         if items.is_empty() {
@@ -233,7 +232,6 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         if items.len() > 1 {
             *entries = SmallVec::from_vec(self.pool.take(items.len()));
         }
-        let multi = items.len() > 1;
         for i in items.drain(..) {
             let (hash, shard) = self.place(&i.key);
             entries.push(Entry {
@@ -245,7 +243,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
                 mode: i.mode,
                 message: i.message,
                 token: 0,
-                owner: multi.then(|| owner.clone()),
+                owner: None,
             });
         }
         if entries.len() > 1 {
@@ -308,6 +306,9 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         // The grant's id and time, taken before latching so the latches are held for less (an
         // `rdtsc` is ~15 ns here); a refused request simply does not use them.
         let (grant, since) = (GrantId(unique_id()), self.clock.now());
+        if queued.is_none() && self.try_fast(p, grant, since) {
+            return None; // granted on the thread's reader slot (`bias.rs`)
+        }
         if p.entries.len() == 1 {
             // One key, the common case: one latch and no list of latches to build.
             let shard = p.entries[0].shard;
@@ -321,8 +322,9 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             };
             p.entries[0].slot = at;
             p.entries[0].latch = 0;
-            let slot = &mut st.slots[at as usize];
             let mode = p.entries[0].mode;
+            self.revoke_if_conflicting(&mut st, shard, at, mode);
+            let slot = &mut st.slots[at as usize];
             if !slot.grantable(&self.modes, mode, seq) {
                 let mut latches = Latches::one(shard, st);
                 let r = refused(&mut latches, p);
@@ -335,15 +337,24 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             let owner = p.entries[0].owner.take().unwrap_or_else(|| p.owner.clone());
             let token = slot.add_holder(&self.modes, holder_record(owner, &p.entries[0], 1, grant, since));
             st.grants += 1;
+            self.note_grant(&mut st, shard, at, mode, true);
             drop(st);
             p.entries[0].token = token;
             self.granted(p, grant, since);
             return None;
         }
+        // The owner clone of each key's holder record, made before latching (see `Entry::owner`);
+        // not in `prepare`, so a grant made on a reader slot (above) makes none.
+        for e in p.entries.iter_mut().filter(|e| e.owner.is_none()) {
+            e.owner = Some(p.owner.clone());
+        }
         let mut latches = Latches::lock(self, &mut p.entries);
         match queued {
             None => self.resolve(&mut latches, &mut p.entries),
             Some((node, _)) => node.clear(),
+        }
+        for e in p.entries.iter() {
+            self.revoke_if_conflicting(latches.state(e), e.shard, e.slot, e.mode);
         }
         if !self.all_grantable(&mut latches, &p.entries, seq) {
             let r = refused(&mut latches, p);
@@ -351,6 +362,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             return Some(r);
         }
         let n_keys = p.entries.len() as u32;
+        let eligible = self.fast_eligible(&p.entries);
         let LockSet { owner, entries, .. } = p;
         for e in entries.iter_mut() {
             let rec = holder_record(e.owner.take().unwrap_or_else(|| owner.clone()), e, n_keys, grant, since);
@@ -359,6 +371,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
                 slot.dequeue(seq);
             }
             e.token = slot.add_holder(&self.modes, rec);
+            self.note_grant(latches.state(e), e.shard, e.slot, e.mode, eligible);
         }
         latches.state(&p.entries[0]).grants += 1;
         drop(latches);
@@ -377,13 +390,23 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         let modes = &self.modes;
         let anchor = self.clock.anchor();
         let mut keys = Vec::new();
+        // Fast holders of biased keys, from reader slots latched once for the whole report, so
+        // a fast grant of several of its keys shows on all of them or on none.
+        let biased = p.entries.iter().any(|e| latches.slot(e).bias().is_some());
+        let readers = if biased { self.lock_readers() } else { Vec::new() };
         for e in &p.entries {
-            let st = latches.slot(e);
-            if st.grantable(modes, e.mode, seq) {
+            if latches.slot(e).grantable(modes, e.mode, seq) {
                 continue;
             }
-            let holders =
+            let shard = latches.state(e);
+            let st = &shard.slots[e.slot as usize];
+            let mut holders: Vec<_> =
                 st.holders.iter().map(|h| self.holder(h, !modes.compatible(e.mode, h.mode), &anchor)).collect();
+            // Holders of a read bias the request fits beside (it would have revoked it
+            // otherwise): not blocking, but holders all the same.
+            self.fast_holders(&readers, shard, e.shard, e.slot, |h| {
+                holders.push(self.holder(&h, !modes.compatible(e.mode, h.mode), &anchor));
+            });
             let waiters_ahead = st
                 .waiters()
                 .take_while(|q| seq.is_none_or(|s| q.seq < s))
@@ -448,7 +471,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     pub fn try_acquire(&self, mut req: Request<K>) -> Result<LockSet<'_, K>, AcquireError<K>> {
         // `prepare`, inline: the guard is built where it is returned from.
         let mut p = LockSet::unarmed(self, req.owner);
-        self.prepare_items(&mut req.items, &p.owner, &mut p.entries)?;
+        self.prepare_items(&mut req.items, &mut p.entries)?;
         let refused = self.decide(&mut p, None, |latches, p| {
             let c = self.conflict(latches, p, None);
             if cfg!(lockcore_mutant = "partial") {

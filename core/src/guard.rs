@@ -1,5 +1,6 @@
 //! `LockSet`: a granted request, released when dropped.
 
+use crate::bias::NO_READER;
 use crate::clock::Stamp;
 use crate::grant::{Entries, Entry};
 use crate::mode::Mode;
@@ -23,13 +24,15 @@ pub struct LockSet<'t, K: Hash + Eq + Clone> {
     since: Option<Stamp>,
     /// Sorted by shard, distinct. Empty once released or turned into a ticket.
     pub(crate) entries: Entries<K>,
+    /// The reader slot of a grant made there (`bias.rs`), or `NO_READER`.
+    pub(crate) reader: u16,
 }
 
 impl<'t, K: Hash + Eq + Clone> LockSet<'t, K> {
     /// A prepared request that holds nothing yet.
     #[inline(always)]
     pub(crate) fn unarmed(table: &'t LockTable<K>, owner: Owner) -> Self {
-        Self { table, grant: GrantId(0), owner, since: None, entries: SmallVec::new() }
+        Self { table, grant: GrantId(0), owner, since: None, entries: SmallVec::new(), reader: NO_READER }
     }
 
     /// Marks the set as granted: from now on dropping it releases the grant.
@@ -87,6 +90,11 @@ impl<'t, K: Hash + Eq + Clone> LockSet<'t, K> {
     /// assert!(table.release(&ticket).is_err()); // released once only
     /// ```
     pub fn into_ticket(mut self) -> Ticket<K> {
+        if self.reader != NO_READER {
+            // A ticket is released through the records: move a fast grant into them first.
+            self.table.migrate_grant(self.reader, self.grant, &mut self.entries);
+            self.reader = NO_READER;
+        }
         let locks = self
             .entries
             .iter()
@@ -113,7 +121,11 @@ impl<K: Hash + Eq + Clone> LockSet<'_, K> {
 impl<K: Hash + Eq + Clone> Drop for LockSet<'_, K> {
     fn drop(&mut self) {
         if let (Some(since), false) = (self.since, self.entries.is_empty()) {
-            self.table.release_entries(self.grant, &mut self.entries, since);
+            if self.reader == NO_READER {
+                self.table.release_entries(self.grant, &mut self.entries, since);
+            } else {
+                self.table.release_fast(self.reader, self.grant, &mut self.entries, since);
+            }
         }
         self.give_back_entries();
     }

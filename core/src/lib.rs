@@ -50,6 +50,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod backend;
+mod bias;
 mod clock;
 mod conflict;
 mod grant;
@@ -85,3 +86,7 @@ pub use snapshot::{HeldLock, Snapshot, WaitingLock};
 pub use table::{Builder, LockTable};
 pub use ticket::{GrantId, ReleaseError, TableId, Ticket, TicketLock, Token};
 pub use wait::Acquire;
+
+#[cfg(loom)]
+#[doc(hidden)]
+pub use sync::loom_set_reader_slot;

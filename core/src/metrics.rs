@@ -21,8 +21,9 @@ pub(crate) enum Counter {
     Cancellations,
     OwnerReleases,
     ForcedReleases,
+    Revocations,
 }
-const COUNTERS: usize = 6;
+const COUNTERS: usize = 7;
 
 #[repr(align(128))]
 struct Stripe {
@@ -106,6 +107,8 @@ impl Metrics {
             releases: 0,
             owner_releases: sum(Counter::OwnerReleases),
             forced_releases: sum(Counter::ForcedReleases),
+            biased_grants: 0,
+            revocations: sum(Counter::Revocations),
             wait_time: hist(|s| &s.wait_ns),
             hold_time: hist(|s| &s.hold_ns),
         }
@@ -163,6 +166,11 @@ pub struct MetricsSnapshot {
     pub owner_releases: u64,
     /// Grants released by `force_release`.
     pub forced_releases: u64,
+    /// Of `grants`, those made without the shard latches, on read-biased keys
+    /// ([`Builder::read_bias`](crate::Builder::read_bias)).
+    pub biased_grants: u64,
+    /// Read biases revoked (by a conflicting request, or to show every holder).
+    pub revocations: u64,
     /// Time from queueing to the grant, for requests that waited and got their locks.
     pub wait_time: Histogram,
     /// Time from grant to release, for every released grant.

@@ -164,9 +164,12 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         }
     }
 
-    /// Whether any key is held by `grant` (a scan of the whole table).
+    /// Whether any key is held by `grant` (a scan of the whole table, and of the reader slots
+    /// for a grant made there: an error path only, so it reads the slots rather than revoke
+    /// every read bias of the table).
     fn grant_is_held(&self, grant: GrantId) -> bool {
         self.shards.iter().any(|s| s.lock().live().any(|(_, r)| r.holders.iter().any(|h| h.grant == grant)))
+            || self.holds_fast(grant)
     }
 
     fn release_where(&self, mut pred: impl FnMut(&HeldBy) -> bool) -> Vec<Ticket<K>> {
@@ -174,8 +177,9 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         let mut index: std::collections::HashMap<GrantId, usize> = std::collections::HashMap::new();
         let mut removed = Vec::new();
         let mut wake = WakeList::new();
-        for shard in self.shards.iter() {
-            let mut st = shard.lock();
+        for shard in 0..self.shards.len() {
+            // At most 2^16 shards.
+            let mut st = self.lock_settled(shard as u16);
             // In position order, so a freed grant's keys come out in the order its guard had them.
             let mut positions: Vec<u32> = st.live_positions().collect();
             positions.sort_unstable();

@@ -18,6 +18,7 @@
 //! workload over a million keys keeps a few records in cache instead of a million out of it),
 //! and a warm shard allocates nothing.
 
+use crate::bias::ShardBias;
 use crate::slot::Slot;
 use crate::sync::{Mutex, MutexGuard};
 use hashbrown::HashTable;
@@ -48,6 +49,7 @@ impl<K> Shard<K> {
             floor: token_floor,
             grants: 0,
             releases: 0,
+            bias: None,
         }))
     }
 
@@ -92,6 +94,8 @@ pub(crate) struct ShardState<K> {
     /// pays no atomic for them (`LockTable::metrics` adds them up).
     pub(crate) grants: u64,
     pub(crate) releases: u64,
+    /// The shard's read biases (`bias.rs`), made on its first.
+    pub(crate) bias: Option<Box<ShardBias>>,
 }
 
 impl<K: Eq> ShardState<K> {

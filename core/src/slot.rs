@@ -77,7 +77,14 @@ pub(crate) struct Slot<K> {
     pub(crate) live: bool,
     /// Among its shard's recently idle records (`shard.rs`), kept in the index for a while.
     pub(crate) kept_idle: bool,
+    /// Grants in a row in a self-compatible, unfenced mode (saturating): the read bias
+    /// (`bias.rs`) biases a key once this reaches its threshold.
+    pub(crate) reads: u8,
 }
+
+/// `next_free` of a live record that is not biased (`next_free` is the free-list link only
+/// while the record is free, and the record's bias while it is live).
+const NO_BIAS: u32 = u32::MAX;
 
 /// Waiters to notify once the latches are dropped. Inline for the common few.
 pub(crate) type WakeList = SmallVec<[Arc<WaitNode>; 4]>;
@@ -90,10 +97,11 @@ impl<K> Slot<K> {
             holders: Vec::new(),
             queue: None,
             last_token: token_floor,
-            next_free: 0,
+            next_free: NO_BIAS,
             held: 0,
             live: true,
             kept_idle: false,
+            reads: 0,
         }
     }
 
@@ -119,12 +127,40 @@ impl<K> Slot<K> {
         self.hash = hash;
         self.last_token = token_floor;
         self.live = true;
+        self.next_free = NO_BIAS;
+        self.reads = 0;
     }
 
-    /// Nobody holds or waits: the slot may be reclaimed.
+    /// The record's bias word index in its shard (`bias.rs`), if it is biased.
+    #[inline(always)]
+    pub(crate) fn bias(&self) -> Option<u8> {
+        // The low byte of a live record's bias: its index, below BIAS_PER_SHARD.
+        (self.live && self.next_free != NO_BIAS).then_some(self.next_free as u8)
+    }
+
+    /// The mode the record is biased in, if it is biased (kept beside the index, so deciding
+    /// whether a request conflicts with the bias reads no other line).
+    #[inline(always)]
+    pub(crate) fn bias_mode(&self) -> Option<Mode> {
+        // The second byte: the mode's index.
+        (self.live && self.next_free != NO_BIAS).then_some(Mode((self.next_free >> 8) as u8))
+    }
+
+    pub(crate) fn set_bias(&mut self, bias: Option<(u8, Mode)>) {
+        debug_assert!(self.live);
+        self.next_free = bias.map_or(NO_BIAS, |(idx, mode)| u32::from(idx) | u32::from(mode.0) << 8);
+    }
+
+    /// Nobody holds or waits, and no reader may hold it without the latch (a bias): the slot
+    /// may be reclaimed.
     #[inline]
     pub(crate) fn is_idle(&self) -> bool {
-        self.held == 0 && !self.has_waiters()
+        self.held == 0 && !self.has_waiters() && self.bias().is_none()
+    }
+
+    /// Idle but for its bias: nobody holds it in the record or waits (fast holders may).
+    pub(crate) fn is_idle_but_biased(&self) -> bool {
+        self.held == 0 && !self.has_waiters() && self.bias().is_some()
     }
 
     /// Whether any request is queued on the key.

@@ -2,6 +2,7 @@
 
 use crate::mode::Mode;
 use crate::request::{LockMessage, Owner};
+use crate::slot::HeldBy;
 use crate::table::LockTable;
 use crate::ticket::{GrantId, Token};
 use std::hash::Hash;
@@ -64,18 +65,25 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         let anchor = self.clock.anchor();
         let mut held = Vec::new();
         let mut waiting = Vec::new();
-        for st in &shards {
-            for (_, slot) in st.live() {
+        let held_lock = |key: &K, h: &HeldBy| HeldLock {
+            key: key.clone(),
+            owner: h.owner.clone(),
+            grant: h.grant,
+            mode: h.mode,
+            message: h.message.clone(),
+            since: anchor.instant(h.since),
+            token: h.token(),
+        };
+        // Every shard is latched, and then every used reader slot, for the whole copy: a fast
+        // grant is made and released under its slot's latch, so fast holders are part of the
+        // same cut (a fast grant of several keys shows on all of them or on none).
+        let readers = self.lock_readers();
+        for (shard, st) in shards.iter().enumerate() {
+            for (at, slot) in st.live() {
                 let Some(key) = slot.key() else { continue };
-                held.extend(slot.holders.iter().map(|h| HeldLock {
-                    key: key.clone(),
-                    owner: h.owner.clone(),
-                    grant: h.grant,
-                    mode: h.mode,
-                    message: h.message.clone(),
-                    since: anchor.instant(h.since),
-                    token: h.token(),
-                }));
+                held.extend(slot.holders.iter().map(|h| held_lock(key, h)));
+                // At most 2^16 shards.
+                self.fast_holders(&readers, st, shard as u16, at, |h| held.push(held_lock(key, &h)));
                 waiting.extend(slot.waiters().map(|q| WaitingLock {
                     key: key.clone(),
                     owner: q.node.owner.clone(),

@@ -101,6 +101,47 @@ pub(crate) fn unique_id() -> u64 {
     })
 }
 
+/// This thread's slot among `n` (the read bias's reader slots): the same for a thread's whole
+/// life, spread over threads in the order they first ask. Under loom, the slot a model thread
+/// chose with [`loom_set_reader_slot`] (0 by default): a model must run alike every time, so
+/// it cannot depend on the order threads first ask in across runs (and `loom::thread::current`
+/// inside a lock's acquisition upsets loom's scheduler).
+pub(crate) fn thread_slot(n: usize) -> usize {
+    #[cfg(not(loom))]
+    {
+        use std::cell::Cell;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // Relaxed: only spreads threads over slots; any interleaving gives a valid index.
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+        }
+        SLOT.with(|s| {
+            if s.get() == usize::MAX {
+                s.set(NEXT.fetch_add(1, Ordering::Relaxed));
+            }
+            s.get() % n
+        })
+    }
+    #[cfg(loom)]
+    {
+        LOOM_SLOT.with(|s| s.get() % n)
+    }
+}
+
+#[cfg(loom)]
+loom::thread_local! {
+    static LOOM_SLOT: std::cell::Cell<usize> = std::cell::Cell::new(0);
+}
+
+/// Under loom: makes the calling model thread use reader slot `slot` (modulo the number of
+/// slots), so a model can give threads slots of their own or one slot to share.
+#[cfg(loom)]
+#[doc(hidden)]
+pub fn loom_set_reader_slot(slot: usize) {
+    LOOM_SLOT.with(|s| s.set(slot));
+}
+
 /// The mutex of the guards' buffer pool (`pool.rs`): `parking_lot`'s under loom too. A pooled
 /// buffer carries no ordering the lock protocol relies on, and its critical sections (a push or
 /// a pop) contain no loom operation, so loom never switches threads inside one.

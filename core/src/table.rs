@@ -15,6 +15,7 @@
 //! no-barging rule, and the global order makes the "waits behind" relation acyclic, so the
 //! earliest waiter is only ever held up by holders, which do not wait.
 
+use crate::bias::{Bias, READS_TO_BIAS};
 use crate::clock::{Anchor, Clock};
 use crate::conflict::Holder;
 use crate::metrics::{Metrics, MetricsSnapshot};
@@ -62,6 +63,8 @@ pub struct LockTable<K> {
     pub(crate) pool: EntryPool<K>,
     /// When grants were made.
     pub(crate) clock: Clock,
+    /// Shared grants of hot keys that skip the shard latch (`bias.rs`).
+    pub(crate) bias: Bias<K>,
 }
 
 /// Builds a [`LockTable`] with non-default settings.
@@ -70,6 +73,7 @@ pub struct Builder {
     modes: ModeTable,
     shards: usize,
     token_floor: u64,
+    reads_to_bias: u8,
 }
 
 impl Default for Builder {
@@ -81,12 +85,25 @@ impl Default for Builder {
 impl Builder {
     /// Default settings: shared/exclusive modes, 128 shards, tokens from 1.
     pub fn new() -> Self {
-        Builder { modes: ModeTable::default(), shards: 128, token_floor: 0 }
+        Builder { modes: ModeTable::default(), shards: 128, token_floor: 0, reads_to_bias: READS_TO_BIAS }
     }
 
     /// The lock modes and their compatibility (default: shared/exclusive).
     pub fn modes(mut self, modes: ModeTable) -> Self {
         self.modes = modes;
+        self
+    }
+
+    /// Read bias: after a key has been granted `reads` times in a row in one mode that is
+    /// compatible with itself and carries no fencing token (shared, or IS and IX on a
+    /// hierarchical table), requests for it in that mode skip the shard latch and take it on a
+    /// slot of their own thread until a request that conflicts with it comes (see
+    /// `docs/design.md`, "Read bias"). 0 turns it off. Default: 16 (a key that is written now and then rarely sees 16 reads in a row, and one read all the time reaches them at once).
+    ///
+    /// Nothing a caller sees changes: conflicts, snapshots, tickets and releases show fast
+    /// holders as they show any other.
+    pub fn read_bias(mut self, reads: u8) -> Self {
+        self.reads_to_bias = reads;
         self
     }
 
@@ -107,6 +124,7 @@ impl Builder {
 
     /// Makes the table.
     pub fn build<K>(self) -> LockTable<K> {
+        let bias = Bias::new(self.shards, self.reads_to_bias, &self.modes);
         LockTable {
             id: TableId(unique_id() ^ foldhash::fast::RandomState::default().hash_one(0u8)),
             modes: self.modes,
@@ -117,6 +135,7 @@ impl Builder {
             metrics: Metrics::new(),
             pool: EntryPool::new(),
             clock: Clock::new(),
+            bias,
         }
     }
 }
@@ -167,6 +186,10 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             m.grants += st.grants;
             m.releases += st.releases;
         }
+        let (grants, releases) = self.bias.counts();
+        m.grants += grants;
+        m.biased_grants = grants;
+        m.releases += releases;
         m
     }
 
@@ -180,8 +203,17 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     }
 
     /// Latches every shard, in shard order: a consistent cut of the whole table.
+    /// Fast holders of read-biased keys are not in the records: see
+    /// [`for_each_fast_holder`](Self::for_each_fast_holder).
     pub(crate) fn lock_all(&self) -> Vec<MutexGuard<'_, ShardState<K>>> {
         self.shards.iter().map(Shard::lock).collect()
+    }
+
+    /// Latches shard `shard`, its read biases revoked: its records show every holder.
+    pub(crate) fn lock_settled(&self, shard: u16) -> MutexGuard<'_, ShardState<K>> {
+        let mut st = self.shards[usize::from(shard)].lock();
+        self.settle(&mut st, shard);
+        st
     }
 
     /// Gives back the memory of records freed since the table last grew: the table frees a
@@ -190,7 +222,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     ///
     /// Nothing that is held or waited for is touched.
     pub fn reclaim(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().shrink()).sum()
+        (0..self.shards.len()).map(|s| self.lock_settled(s as u16).shrink()).sum()
     }
 
     /// Keys the table currently stores: exactly the keys somebody holds or waits for.
@@ -204,7 +236,8 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     /// assert_eq!(table.key_count(), 0);
     /// ```
     pub fn key_count(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().len()).sum()
+        // At most 2^16 shards.
+        (0..self.shards.len()).map(|s| self.keys_in_use(&self.shards[s].lock(), s as u16)).sum()
     }
 
     /// The holders of `key` right now (empty if nobody holds it).
@@ -213,7 +246,10 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         let st = self.shards[usize::from(shard)].lock();
         let Some(at) = st.find(hash, key) else { return Vec::new() };
         let anchor = self.clock.anchor();
-        st.slots[at as usize].holders.iter().map(|h| self.holder(h, false, &anchor)).collect()
+        let mut out: Vec<Holder> =
+            st.slots[at as usize].holders.iter().map(|h| self.holder(h, false, &anchor)).collect();
+        self.for_each_fast_holder(&st, shard, at, |h| out.push(self.holder(&h, false, &anchor)));
+        out
     }
 
     /// A holder record as the public API shows it.

@@ -188,7 +188,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         let expired = || deadline.is_some_and(|d| Instant::now() >= d);
         // `prepare`, inline: the guard is built where it is returned from.
         let mut p = LockSet::unarmed(self, req.owner);
-        self.prepare_items(&mut req.items, &p.owner, &mut p.entries)?;
+        self.prepare_items(&mut req.items, &mut p.entries)?;
         let queued = self.decide(&mut p, None, |latches, p| {
             if timeout.is_zero() {
                 return Err(self.conflict(latches, p, None));

@@ -60,8 +60,10 @@ fn granted_requests_of_up_to_16_warm_keys_allocate_nothing() {
     let owner = Owner::new("cmd");
     let message = LockMessage::new("busy");
     for n in [1u64, 8, 16] {
-        // Warm up: the keys' slots exist and their holder lists have capacity.
-        for _ in 0..3 {
+        // Warm up: the keys' slots exist and their holder lists have capacity, and the shared
+        // keys are read-biased (a key's first bias makes its shard's bias block and the
+        // thread's cache of biases, once).
+        for _ in 0..10 {
             drop(table.try_acquire(request(&owner, 0..n, &message)).unwrap());
             drop(table.acquire(request(&owner, 0..n, &message), std::time::Duration::from_secs(1)).unwrap());
         }
@@ -77,6 +79,30 @@ fn granted_requests_of_up_to_16_warm_keys_allocate_nothing() {
             assert!(tokens > 0);
             assert_eq!(after - before, 0, "{n} keys, round {round}: the acquire path allocated");
         }
+    }
+}
+
+#[test]
+fn read_biased_requests_allocate_nothing() {
+    // Shared-only requests of hot keys are granted on the thread's reader slot, without the
+    // shard latches (bias.rs): that path allocates nothing either.
+    let table: LockTable<u64> = LockTable::new();
+    let owner = Owner::new("reader");
+    for n in [1u64, 4, 8] {
+        let shared = |keys: std::ops::Range<u64>| keys.fold(Request::new(owner.clone()), |r, k| r.shared(100 + k));
+        for _ in 0..20 {
+            drop(table.try_acquire(shared(0..n)).unwrap());
+        }
+        let (grants_before, fast_before) = (table.metrics().grants, table.metrics().biased_grants);
+        for round in 0..100 {
+            let req = shared(0..n);
+            let before = allocations();
+            let set = table.try_acquire(req).unwrap();
+            drop(set);
+            assert_eq!(allocations() - before, 0, "{n} shared keys, round {round}: the acquire path allocated");
+        }
+        assert_eq!(table.metrics().grants - grants_before, 100);
+        assert_eq!(table.metrics().biased_grants - fast_before, 100, "{n} shared keys: not granted on the fast path");
     }
 }
 

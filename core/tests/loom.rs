@@ -155,29 +155,47 @@ fn reader_and_writer_exclude_and_finish() {
     check("reader_and_writer_exclude_and_finish", || {
         let t = table();
         let shadow = Shadow::new();
-        let reader = {
-            let (t, shadow) = (Arc::clone(&t), Arc::clone(&shadow));
-            thread::spawn(move || {
-                let set = t.acquire(Request::new("R").shared("k"), FOREVER).unwrap();
-                shadow.enter_reader();
-                shadow.leave_reader();
-                drop(set);
-            })
-        };
-        let writer = {
-            let (t, shadow) = (Arc::clone(&t), Arc::clone(&shadow));
-            thread::spawn(move || {
-                let set = t.acquire(Request::new("W").exclusive("k"), FOREVER).unwrap();
-                shadow.enter_writer();
-                shadow.leave_writer();
-                drop(set);
-            })
-        };
+        let reader = spawn_blocking(&t, &shadow, Holder::Reader, 1, 0);
+        let writer = spawn_blocking(&t, &shadow, Holder::Writer, 1, 0);
         reader.join().unwrap();
         writer.join().unwrap();
         assert_idle(&t, &["k"]);
         t.metrics().waits > 0
     });
+}
+
+#[derive(Clone, Copy)]
+enum Holder {
+    Reader,
+    Writer,
+}
+
+/// Spawns a thread that takes key "k" `times` times in a row with a blocking `acquire`, shared
+/// (owner "R") or exclusive ("W"), on reader slot `slot`, entering and leaving the shadow while
+/// it holds the key.
+fn spawn_blocking(t: &Table, shadow: &Arc<Shadow>, who: Holder, times: usize, slot: usize) -> thread::JoinHandle<()> {
+    let (t, shadow) = (Arc::clone(t), Arc::clone(shadow));
+    thread::spawn(move || {
+        lockcore::loom_set_reader_slot(slot);
+        for _ in 0..times {
+            let req = match who {
+                Holder::Reader => Request::new("R").shared("k"),
+                Holder::Writer => Request::new("W").exclusive("k"),
+            };
+            let set = t.acquire(req, FOREVER).unwrap();
+            match who {
+                Holder::Reader => {
+                    shadow.enter_reader();
+                    shadow.leave_reader();
+                }
+                Holder::Writer => {
+                    shadow.enter_writer();
+                    shadow.leave_writer();
+                }
+            }
+            drop(set);
+        }
+    })
 }
 
 /// The main thread holds a key and drops its guard while a second thread waits for the key
@@ -407,5 +425,110 @@ fn record_reuse_races_with_a_grant() {
         assert_idle(&t, &["k", "new", "newer"]);
         assert_eq!(t.key_count(), 0, "a released key stayed in the table");
         true
+    });
+}
+
+/// A table whose keys are read-biased after one grant (`bias.rs`): a thread's second shared
+/// request of a key takes it on the thread's reader slot, without the shard latch.
+fn biased_table() -> Table {
+    Arc::new(LockTable::<&str>::builder().shards(4).read_bias(1).build())
+}
+
+/// A reader takes a key twice (the first grant biases it, the second goes through its reader
+/// slot) while a writer waits for the key in a blocking `acquire`: the writer's revocation must
+/// move the fast holder into the record before it decides, so the two never hold together,
+/// and the fast holder's release must wake the writer (a lost wake-up is a loom deadlock).
+///
+/// Catches `bias_no_revoke` (the writer is granted beside the fast reader) and `grant_all`.
+#[test]
+fn biased_reader_and_writer_exclude_and_finish() {
+    check("biased_reader_and_writer_exclude_and_finish", || {
+        let t = biased_table();
+        let shadow = Shadow::new();
+        // The reader on a slot of its own (the writer's is 0); its first grant biases the key.
+        let reader = spawn_blocking(&t, &shadow, Holder::Reader, 2, 1);
+        let writer = spawn_blocking(&t, &shadow, Holder::Writer, 1, 0);
+        reader.join().unwrap();
+        writer.join().unwrap();
+        assert_idle(&t, &["k"]);
+        let m = t.metrics();
+        m.biased_grants > 0 && m.revocations > 0 // a fast grant, and a revocation in the same run
+    });
+}
+
+/// A fast reader of two keys turns its grant into a ticket while a writer tries one of them:
+/// the ticket keeps the key (moved into the records under the latches), the writer is refused
+/// or comes first, and releasing the ticket frees both keys.
+///
+/// Catches `bias_no_revoke` (the writer is granted beside the fast reader).
+#[test]
+fn biased_grant_becomes_a_ticket_under_a_racing_writer() {
+    check("biased_grant_becomes_a_ticket_under_a_racing_writer", || {
+        let t = biased_table();
+        drop(t.try_acquire(Request::new("R").shared("a").shared("b")).unwrap());
+        let shadow = Shadow::new();
+        let writer = {
+            let (t, shadow) = (Arc::clone(&t), Arc::clone(&shadow));
+            thread::spawn(move || {
+                match {
+                    lockcore::loom_set_reader_slot(1); // a slot of its own (the reader's is 0)
+                    t.try_acquire(Request::new("W").exclusive("b"))
+                } {
+                    Ok(set) => {
+                        shadow.enter_writer();
+                        shadow.leave_writer();
+                        drop(set);
+                        false
+                    }
+                    Err(_) => true,
+                }
+            })
+        };
+        let fast = match t.try_acquire(Request::new("R").shared("a").shared("b")) {
+            Ok(set) => {
+                shadow.enter_reader();
+                let fast = t.metrics().biased_grants > 0;
+                let ticket = set.into_ticket();
+                assert!(t.try_acquire(Request::new("X").exclusive("a")).is_err(), "the ticket lost key a");
+                shadow.leave_reader();
+                t.release(&ticket).unwrap();
+                fast
+            }
+            Err(_) => false,
+        };
+        let refused = writer.join().unwrap();
+        assert_idle(&t, &["a", "b"]);
+        fast && refused
+    });
+}
+
+/// A snapshot taken while a reader makes and drops a fast grant of two keys in two shards sees
+/// the grant on both keys or on neither: the reader slots are latched for the whole copy, as
+/// the shards are.
+///
+/// Caught the version that latched the slots once per biased key (a fast release between two
+/// keys' visits showed the grant on one key only).
+#[test]
+fn snapshot_shows_a_fast_grant_whole_or_not_at_all() {
+    check("snapshot_shows_a_fast_grant_whole_or_not_at_all", || {
+        let t = biased_table();
+        let reader = {
+            let t = Arc::clone(&t);
+            thread::spawn(move || {
+                lockcore::loom_set_reader_slot(1);
+                // The first grant biases both keys (they are in different shards of four).
+                drop(t.try_acquire(Request::new("R").shared("a").shared("b")).unwrap());
+                drop(t.try_acquire(Request::new("R").shared("a").shared("b")).unwrap());
+            })
+        };
+        let snap = t.snapshot();
+        let mut per_grant: std::collections::HashMap<lockcore::GrantId, usize> = std::collections::HashMap::new();
+        for h in &snap.held {
+            *per_grant.entry(h.grant).or_default() += 1;
+        }
+        assert!(per_grant.values().all(|&n| n == 2), "a grant of two keys seen on one: {:?}", snap.held);
+        reader.join().unwrap();
+        let fast = t.metrics().biased_grants > 0;
+        fast && per_grant.len() == 1
     });
 }

@@ -144,6 +144,29 @@ static SX: Family =
 /// (from 64 slots on) in the middle of the run; and a token floor.
 static SX_SWEEPING: Family =
     Family { modes: &[S, X], compatible: sx_compatible, join: sx_join, table: sx_one_shard, token_floor: 1000 };
+/// Read bias after a single grant: shared (and IS, IX) requests of a key granted once before
+/// go through the reader slots, and every conflicting request revokes a bias first.
+fn sx_biased() -> LockTable<u8> {
+    LockTable::<u8>::builder().shards(if cfg!(miri) { MIRI_SHARDS } else { 128 }).read_bias(1).build()
+}
+
+fn gray_biased() -> LockTable<u8> {
+    LockTable::<u8>::builder()
+        .shards(if cfg!(miri) { MIRI_SHARDS } else { 128 })
+        .modes(ModeTable::multi_granularity())
+        .read_bias(1)
+        .build()
+}
+
+static SX_BIASED: Family =
+    Family { modes: &[S, X], compatible: sx_compatible, join: sx_join, table: sx_biased, token_floor: 0 };
+static GRAY_BIASED: Family = Family {
+    modes: &[S, X, IS, IX, SIX],
+    compatible: gray_compatible,
+    join: gray_join,
+    table: gray_biased,
+    token_floor: 0,
+};
 static GRAY: Family = Family {
     modes: &[S, X, IS, IX, SIX],
     compatible: gray_compatible,
@@ -522,6 +545,8 @@ enum Event {
     BadRequest,
     /// The table freed a released key's record by itself (not through `reclaim`).
     Swept,
+    /// A grant made on a reader slot, without the shard latches (read bias).
+    BiasedGrant,
 }
 
 thread_local! {
@@ -614,6 +639,8 @@ struct Harness<'t> {
     table: &'t LockTable<u8>,
     /// What `metrics()` should say.
     counts: Counts,
+    /// The table's `biased_grants` when last looked at.
+    biased_seen: u64,
     /// Compare `metrics()` with `counts` after every operation.
     check_metrics: bool,
     model: Model,
@@ -638,6 +665,7 @@ fn run_with(fam: &'static Family, ops: &[Op], check_metrics: bool) -> Result<(),
     let mut h = Harness {
         table: &table,
         counts: Counts::default(),
+        biased_seen: 0,
         check_metrics,
         model: Model::new(fam),
         guards: Vec::new(),
@@ -801,6 +829,10 @@ impl<'t> Harness<'t> {
         self.guards.push(Guard { set, grant, owner, locks });
         self.counts.grants += 1;
         saw(Event::Granted);
+        if self.table.metrics().biased_grants > self.biased_seen {
+            self.biased_seen += 1;
+            saw(Event::BiasedGrant);
+        }
         Ok(())
     }
 
@@ -1274,6 +1306,25 @@ fn oracle_multi_granularity_try_acquire() {
 #[test]
 fn oracle_multi_granularity_full() {
     check_property(&GRAY, proptest::collection::vec(full_op(gray_mode), 1..=MAX_OPS), false, FULL_EVENTS);
+}
+
+/// Shared/exclusive table with read bias after one grant, every operation, metrics checked:
+/// fast holders must show in conflicts, snapshots, `holders`, tickets and releases exactly as
+/// latched ones do.
+#[test]
+fn oracle_shared_exclusive_read_biased() {
+    let mut must = FULL_EVENTS.to_vec();
+    must.push(Event::BiasedGrant);
+    check_property(&SX_BIASED, proptest::collection::vec(full_op(sx_mode), 1..=MAX_OPS), true, &must);
+}
+
+/// Multi-granularity table with read bias after one grant (IS, IX and S are biased), every
+/// operation.
+#[test]
+fn oracle_multi_granularity_read_biased() {
+    let mut must = FULL_EVENTS.to_vec();
+    must.push(Event::BiasedGrant);
+    check_property(&GRAY_BIASED, proptest::collection::vec(full_op(gray_mode), 1..=MAX_OPS), false, &must);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -377,8 +377,23 @@ fn worker(table: &LockTable<u64>, shadow: &Shadow, stats: &Stats, tid: usize, se
 
 #[test]
 fn random_requests_never_overlap_conflicting_holders() {
+    random_stress(new_table());
+}
+
+/// The same with read bias after a single grant: shared requests go through the reader slots
+/// whenever their keys are biased, and every conflicting request revokes a bias, moving its
+/// fast holders into the records while they may be releasing.
+#[test]
+fn random_requests_with_read_bias_never_overlap_conflicting_holders() {
+    let table = LockTable::<u64>::builder().shards(if cfg!(miri) { 2 } else { 128 }).read_bias(1).build();
+    let m = random_stress(table);
+    if !cfg!(miri) {
+        assert!(m.biased_grants > 0 && m.revocations > 0, "the read bias was not exercised: {m:?}");
+    }
+}
+
+fn random_stress(table: LockTable<u64>) -> lockcore::MetricsSnapshot {
     let seed = seed();
-    let table = new_table();
     let shadow = Shadow::new(table.modes().clone());
     let stats = Stats::default();
     let start = Instant::now();
@@ -455,6 +470,8 @@ fn random_requests_never_overlap_conflicting_holders() {
 
     let reclaimed = table.reclaim();
     assert_eq!(table.key_count(), 0, "reclaim() dropped {reclaimed} keys and left {} idle ones", table.key_count());
+    eprintln!("read bias: {} fast grants, {} revocations", m.biased_grants, m.revocations);
+    m
 }
 
 #[test]
