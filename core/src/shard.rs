@@ -26,8 +26,10 @@ use hashbrown::HashTable;
 /// Idle records a shard keeps in its index for keys that may be taken again soon. Measured on
 /// one thread (`ci/opcount.sh`): freeing at once and making the record again cost a warm 1-key
 /// acquire+release about 150 of its 1,000 instructions; a few per shard keep every hot key's
-/// record while bounding what a stream of distinct keys leaves behind.
-pub(crate) const IDLE_KEPT: usize = 4;
+/// record while bounding what a stream of distinct keys leaves behind. Two since the default
+/// went from 128 shards to 512 (four per shard then): the table keeps about as many idle
+/// records in all, and 64 hot keys still fit in 512 shards two to a shard.
+pub(crate) const IDLE_KEPT: usize = 2;
 
 /// The end of a shard's free list.
 const NO_FREE: u32 = u32::MAX;
