@@ -1422,7 +1422,7 @@ fn regression_edited_ticket_without_the_grants_keys() {
 /// sample), so the grant was counted in both `forced_releases` and `releases`.
 #[test]
 fn regression_metrics_stale_guard_drop_is_not_a_release() {
-    let table: LockTable<u8> = LockTable::new();
+    let table: LockTable<u8> = sx_table();
     let set = table.try_acquire(Request::new("o0").shared(0)).unwrap();
     table.force_release(set.grant()).unwrap();
     drop(set);
@@ -1437,7 +1437,7 @@ fn regression_metrics_stale_guard_drop_is_not_a_release() {
 /// key of the grant.
 #[test]
 fn regression_metrics_one_hold_sample_per_grant() {
-    let table: LockTable<u8> = LockTable::new();
+    let table: LockTable<u8> = sx_table();
     let set = table.try_acquire(Request::new("o0").shared(0).exclusive(1)).unwrap();
     let grant = set.grant();
     let _ticket = set.into_ticket();
@@ -1455,7 +1455,7 @@ fn regression_metrics_one_hold_sample_per_grant() {
 /// must not apply to it: one call right after a release drops the key.
 #[test]
 fn regression_reclaim_drops_every_idle_key_at_once() {
-    let table: LockTable<u8> = LockTable::new();
+    let table: LockTable<u8> = sx_table();
     drop(table.try_acquire(Request::new("o0").shared(0)).unwrap());
     assert_eq!(table.snapshot().held.len(), 0);
     assert_eq!(table.reclaim(), 1, "key 0 is idle and unreferenced");
