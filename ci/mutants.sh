@@ -13,6 +13,10 @@
 #   latch_lost_handover    the shard latch unlocks while handing itself to a starving sleeper
 #   bias_no_revoke  revoking a read bias leaves its fast holders out of the record (a writer is
 #                   granted beside readers that took the key on their reader slots)
+#   bias_no_fence   a fast reader checks the bias words without the SeqCst fence after
+#                   publishing its tentative grant (a revoker and a reader can miss each other)
+#   bias_no_abort   a revocation leaves tentative fast grants alone (one turns held unseen)
+#   bias_free_pinned  a fast grant's release frees its cell while a revoker is reading it
 #   skip_keep_record     Durable::keep acknowledges a ticket it never journaled (lost locks)
 #   skip_release_record  Durable::end releases without journaling it (stale locks after a restart)
 #   no_epoch_floor       recovery does not lift fencing tokens above the previous runs'
@@ -100,6 +104,9 @@ expect_caught latch_lost_handover    "the latch's contention test" test --lib la
 expect_caught no_wake   "loom: a release wakes a parked waiter" loom guard_release_wakes_parked_waiter
 expect_caught bias_no_revoke "loom: a biased reader and a writer" loom biased_reader_and_writer_exclude_and_finish
 expect_caught bias_no_revoke "the stress test's shadow checker" test --test stress
+expect_caught bias_no_fence "loom: a biased reader and a writer" loom biased_reader_and_writer_exclude_and_finish
+expect_caught bias_no_abort "loom: a biased reader and a writer" loom biased_reader_and_writer_exclude_and_finish
+expect_caught bias_free_pinned "loom: a biased reader and a writer" loom biased_reader_and_writer_exclude_and_finish
 expect_caught no_wake   "the proptest oracle"                   test --test oracle
 expect_caught no_wake   "the stress test"                       test --test stress
 expect_caught grant_all "the lifecycle model (real table)"      model --test lifecycle the_real_engine

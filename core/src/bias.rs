@@ -1,4 +1,4 @@
-//! Read bias: shared grants of hot keys that take no shard latch.
+//! Read bias: shared grants of hot keys that take no lock at all.
 //!
 //! # Implementation details
 //!
@@ -8,35 +8,61 @@
 //! (Dice and Kogan, USENIX ATC 2019), a key that is granted in one self-compatible, unfenced
 //! mode ([`READS_TO_BIAS`] times in a row by default) gets a *bias* in that mode: a word in a
 //! per-shard array that readers may consult without the latch. A thread then takes such keys
-//! on its own *reader slot* (one of [`READER_SLOTS`], chosen by thread), a small latch-guarded
-//! state on the thread's own cache line: it checks, under the slot's latch, that each key's
-//! bias word is the one it cached, and records the grant in the slot. The slot keeps the
-//! holder's owner, mode, message and time, so nothing about a holder is lost.
+//! on its own *reader slot* (one of [`READER_SLOTS`], leased to one living thread at a time by
+//! [`reader_slot`]): it writes the grant (owner, mode, message, time, and the bias word of
+//! each key) into a free *cell* of its slot, publishes the cell as *tentative*, checks that
+//! every key's bias word is still the one it cached, and turns the cell *held*. No lock, no
+//! record, no line of the other core: the cell is on the thread's own lines.
 //!
 //! A request that does not fit beside the bias (an exclusive request on a key biased shared)
 //! *revokes* it while it holds the key's shard latch: it clears the bias word, then visits
-//! every reader slot that has ever cached a bias, under each slot's latch, and turns every fast
-//! holder of the key into an ordinary holder record of the key. From then on the record is the
-//! whole truth again, and the request decides as usual. Why no reader slips through: a reader's
-//! grant and a revoker's visit to that slot are serialised by the slot's latch. If the grant
-//! comes first, the visit finds it and moves it. If the visit comes first, the revoker cleared
-//! the word before the visit (program order) and released the slot latch after it, and the
-//! reader took that latch before loading the word, so the clear happens before the reader's
-//! load and the reader sees it (or a later value), fails, and goes through the shard latch.
-//! No ordering stronger than the latches' is needed.
+//! every cell of every reader slot that has ever cached a bias. A tentative cell it aborts (its
+//! reader then goes through the latches); a held cell it pins, copies every holder of the key
+//! from it into the key's record, and unpins. From then on the record is the whole truth, and
+//! the request decides as usual. Why no reader slips through: the reader stores "tentative",
+//! issues a `SeqCst` fence and loads the words; the revoker stores the cleared word, issues a
+//! `SeqCst` fence and loads the cells' states. The two fences are ordered one way or the other
+//! in the single total order of `SeqCst` operations, and whichever thread's fence comes second
+//! sees the other's store: either the reader sees the cleared word (and backs out) or the
+//! revoker sees the cell (and aborts it if it is still tentative, or moves it once held).
+//! (Fences rather than `SeqCst` accesses because loom models the fences exactly and treats
+//! `SeqCst` accesses as acquire/release; on x86 the fence is one `mfence`.) A cell turns held only
+//! from tentative, by the reader's compare-exchange, so an aborted reader cannot turn it held.
 //!
-//! A revocation costs a visit to each used reader slot. So that a key written now and then does
-//! not pay it at every write, a revocation keeps its shard from taking a new bias for
-//! [`INHIBIT_FACTOR`] times as long as the revocation took (BRAVO's inhibition), and a key must
-//! again be granted [`READS_TO_BIAS`] times in a row before it is biased again.
+//! Nobody waits for anybody on these paths: a reader never waits (a full slot, a changed word
+//! or an abort sends it through the latches), and a revoker never waits for a reader (it aborts
+//! or pins). A cell's state word carries the grant (the low 46 bits of its id, so that an old
+//! state of the cell can never be mistaken for a new one), a count of pins, a "moved" bit and
+//! the cell's status:
 //!
-//! Everything else keeps working on records: a snapshot, `holders`, `key_count`, an owner's or
-//! a forced release, `reclaim`, first revoke every bias of the shards they visit ("settle"), and
-//! `into_ticket` moves a fast grant into its records before it becomes a ticket. A biased record
-//! counts as in use and is never freed; there are at most [`BIAS_PER_SHARD`] per shard.
+//! ```text
+//!   FREE --reader--> TENTATIVE --reader--> HELD --guard, no pin--> FREEING --> FREE
+//!                     |    \                 \--guard, pinned--> RELEASED --last unpin--> FREEING
+//!                     |     \--revoker--> ABORTED --reader--> FREE
+//!                     \--reader (a word changed)--> FREE
+//! ```
 //!
-//! Lock order: shard latches (in shard order), then reader slots (in slot order). The fast path
-//! takes one reader slot and no shard latch; nothing takes a shard latch while holding a slot.
+//! The cell's data is written only by the reader while the cell is FREE or TENTATIVE, read by
+//! a pinner only while it holds a pin on a HELD or RELEASED cell (nobody frees a pinned cell),
+//! read by the grant's guard while it holds the grant, and cleared only by whoever turns the
+//! cell FREEING (the guard, or the last pinner of a released cell), which nobody else touches.
+//! Loom checks every access to it (`sync::UnsafeCell`).
+//!
+//! A revocation costs a visit to each cell of each used reader slot. So that a key written now
+//! and then does not pay it at every write, a revocation keeps its shard from taking a new
+//! bias for [`INHIBIT_FACTOR`] times as long as the revocation took (BRAVO's inhibition), and a
+//! key must again be granted [`READS_TO_BIAS`] times in a row before it is biased again.
+//!
+//! Everything else keeps working on records: a snapshot, an owner's or a forced release, and
+//! `reclaim` first revoke every bias of the shards they visit ("settle"); `holders`,
+//! `key_count` and conflict reports read the held cells (pinned, one pass over the cells for
+//! all the keys of a report, so a fast grant shows on all its keys or on none); `into_ticket`
+//! moves a fast grant into its records before it becomes a ticket. A key of a fast grant that a
+//! revocation moved is released from its record (its bias word has changed, so the guard
+//! knows). A biased record counts as in use and is never freed; there are at most
+//! [`BIAS_PER_SHARD`] per shard.
+//!
+//! Lock order: shard latches (in shard order). The fast path takes none.
 
 use crate::clock::Stamp;
 use crate::grant::{Entry, Latches, Prepared};
@@ -45,24 +71,24 @@ use crate::mode::{Mode, ModeTable};
 use crate::request::{LockMessage, Owner};
 use crate::shard::ShardState;
 use crate::slot::HeldBy;
-use crate::sync::{thread_slot, AtomicU64, Mutex, MutexGuard, Ordering};
+use crate::sync::{fence, reader_slot, stat, AtomicU64, Ordering, UnsafeCell};
 use crate::table::LockTable;
 use crate::ticket::GrantId;
 use smallvec::SmallVec;
 use std::hash::Hash;
 
-/// Reader slots per table: one per thread up to this many threads (threads beyond share).
+pub(crate) use crate::sync::READER_SLOTS;
+/// Fast grants one reader slot holds at once; a thread holding this many takes more through
+/// the latches. (Under loom: two, to keep the models small.)
 #[cfg(not(loom))]
-pub(crate) const READER_SLOTS: usize = 64;
-/// Under loom: a few, so that two model threads may also share one.
+const CELLS: usize = 8;
 #[cfg(loom)]
-pub(crate) const READER_SLOTS: usize = 2;
+const CELLS: usize = 2;
 /// Keys of one shard that may be biased at once.
 pub(crate) const BIAS_PER_SHARD: usize = 4;
 /// Biased keys a reader slot remembers (the oldest goes first).
 const CACHE_LEN: usize = 32;
-/// The most keys of a fast grant: larger shared requests go through the latches (and the
-/// grant's key list stays inline, so a fast grant allocates nothing).
+/// The most keys of a fast grant: larger shared requests go through the latches.
 const FAST_MAX_KEYS: usize = 8;
 /// A revocation keeps its shard from taking a new bias for this many times its own duration.
 const INHIBIT_FACTOR: u64 = 16;
@@ -71,8 +97,43 @@ const INHIBIT_FACTOR: u64 = 16;
 const REMEMBER_EVERY: u8 = 4;
 /// Default for [`Builder::read_bias`](crate::Builder::read_bias).
 pub(crate) const READS_TO_BIAS: u8 = 16;
-/// `LockSet::reader` of a grant made through the latches.
+/// `LockSet::reader` of a grant made through the latches (a fast grant's is its slot times
+/// [`CELLS`] plus its cell).
 pub(crate) const NO_READER: u16 = u16::MAX;
+
+/// A cell's state word: status in bits 0-2, the "moved" bit 3, pins in bits 4-17, and the low
+/// 46 bits of the grant's id above.
+mod cell_state {
+    use crate::ticket::GrantId;
+    pub(super) const FREE: u64 = 0;
+    pub(super) const TENTATIVE: u64 = 1;
+    pub(super) const HELD: u64 = 2;
+    pub(super) const RELEASED: u64 = 3;
+    pub(super) const ABORTED: u64 = 4;
+    pub(super) const FREEING: u64 = 5;
+    const STATUS: u64 = 0b111;
+    /// A revocation moved some key of the grant into its record.
+    pub(super) const MOVED: u64 = 1 << 3;
+    pub(super) const PIN: u64 = 1 << 4;
+    const PINS: u64 = ((1 << 14) - 1) << 4;
+    const ID_SHIFT: u32 = 18;
+
+    /// The state `status` of grant `grant`, no pins.
+    pub(super) fn of(status: u64, grant: GrantId) -> u64 {
+        grant.0 << ID_SHIFT | status
+    }
+    pub(super) fn status(s: u64) -> u64 {
+        s & STATUS
+    }
+    pub(super) fn pins(s: u64) -> u64 {
+        (s & PINS) >> 4
+    }
+    /// `s` with status `status`, the rest kept.
+    pub(super) fn with_status(s: u64, status: u64) -> u64 {
+        s & !STATUS | status
+    }
+}
+use cell_state as cs;
 
 /// A shard's biases, under its latch (the words readers load are in [`Bias::words`]).
 pub(crate) struct ShardBias {
@@ -108,58 +169,125 @@ struct Cached<K> {
 /// One key of a fast grant.
 struct FastKey {
     shard: u16,
-    pos: u32,
+    /// The key's bias word in its shard: `idx`, and the word the grant was made under.
+    idx: u8,
     word: u64,
+    pos: u32,
     mode: Mode,
     message: Option<LockMessage>,
-    /// Moved into the key's record by a revocation (or `into_ticket`).
-    migrated: bool,
 }
 
-/// A grant made on a reader slot.
+/// A fast grant, in its cell.
 struct FastGrant {
-    grant: GrantId,
-    owner: Owner,
-    since: Stamp,
-    keys: SmallVec<[FastKey; FAST_MAX_KEYS]>,
+    /// The grant, its owner and time; `None` while the cell is free.
+    head: Option<(GrantId, Owner, Stamp)>,
+    /// Its keys, in the order of its guard's entries (kept allocated from one grant to the next).
+    keys: Vec<FastKey>,
 }
 
 impl FastGrant {
-    fn holder(&self, k: &FastKey) -> HeldBy {
-        HeldBy {
-            grant: self.grant,
-            owner: self.owner.clone(),
+    /// The holder record of key `k`.
+    fn holder(&self, k: &FastKey) -> Option<HeldBy> {
+        let (grant, owner, since) = self.head.as_ref()?;
+        Some(HeldBy {
+            grant: *grant,
+            owner: owner.clone(),
             mode: k.mode,
             message: k.message.clone(),
-            since: self.since,
+            since: *since,
             token: 0,
             // At most FAST_MAX_KEYS.
             n_keys: self.keys.len() as u32,
-        }
+        })
+    }
+
+    fn clear(&mut self) {
+        self.head = None;
+        self.keys.clear();
     }
 }
 
-pub(crate) struct ReaderState<K> {
+/// What only the thread that leases a reader slot touches.
+struct Local<K> {
     cache: Vec<Cached<K>>,
     /// The next cache entry to replace once the cache is full.
     evict: usize,
-    grants: Vec<FastGrant>,
-    /// Fast grants made and released whole on this slot (for `metrics`).
-    granted: u64,
-    released: u64,
 }
-
-/// Reader slots latched together (`LockTable::lock_readers`).
-pub(crate) type ReaderGuards<'a, K> = Vec<MutexGuard<'a, ReaderState<K>>>;
 
 /// A reader slot, alone on its cache lines.
 #[repr(align(128))]
-struct Reader<K>(Mutex<ReaderState<K>>);
+struct Reader<K> {
+    /// The cells' states, on one line, so a revocation reads a slot's in one miss.
+    states: [AtomicU64; CELLS],
+    cells: [UnsafeCell<FastGrant>; CELLS],
+    /// Set while the slot's thread is inside `local` (so that a key's `Eq`, `Hash` or `Clone`
+    /// that calls back into the table cannot reach it twice). Only that thread reads or
+    /// writes it.
+    busy: stat::AtomicBool,
+    local: UnsafeCell<Local<K>>,
+    /// Fast grants made on this slot, and released whole by the slot's thread (only that
+    /// thread writes these two) or by another (a guard sent to another thread).
+    granted: stat::AtomicU64,
+    released_here: stat::AtomicU64,
+    released_elsewhere: stat::AtomicU64,
+}
+
+// SAFETY: `cells` and `local` are the only parts that are not `Sync` by themselves. `local` is
+// touched only by the one living thread that leases the slot's index (`sync::reader_slot`
+// hands each index to one thread at a time, and a new holder's claim happens after the old
+// holder's release), and `busy` keeps that thread from reaching it twice at once. A cell's
+// data is touched by one party at a time, as its state word says (module docs: the reader
+// while FREE or TENTATIVE, the guard while it holds the grant, pinners while pinned, which
+// only read, and whoever turns it FREEING); each hand-over is a Release store or exchange of
+// the state read by an Acquire one. The data holds keys (`K: Send + Sync` for the table to be
+// shared), owners and messages (`Send + Sync`).
+unsafe impl<K: Send + Sync> Sync for Reader<K> {}
+
+impl<K> Reader<K> {
+    fn new() -> Self {
+        Self {
+            states: std::array::from_fn(|_| AtomicU64::new(cs::FREE)),
+            cells: std::array::from_fn(|_| UnsafeCell::new(FastGrant { head: None, keys: Vec::new() })),
+            busy: stat::AtomicBool::new(false),
+            local: UnsafeCell::new(Local { cache: Vec::new(), evict: 0 }),
+            granted: stat::AtomicU64::new(0),
+            released_here: stat::AtomicU64::new(0),
+            released_elsewhere: stat::AtomicU64::new(0),
+        }
+    }
+
+    /// Marks the slot busy if it is not (its thread only); `None` if it is (a re-entry).
+    fn enter(&self) -> Option<Busy<'_>> {
+        // Relaxed: only the slot's thread reads or writes `busy` (a plain std atomic under
+        // loom too: it orders nothing between threads).
+        if self.busy.load(stat::Ordering::Relaxed) {
+            return None;
+        }
+        self.busy.store(true, stat::Ordering::Relaxed);
+        Some(Busy(&self.busy))
+    }
+
+    /// Adds one to a counter only the slot's thread writes (no locked instruction).
+    fn bump(counter: &stat::AtomicU64) {
+        // Relaxed: a statistic, written by one thread, read by `metrics`.
+        counter.store(counter.load(stat::Ordering::Relaxed) + 1, stat::Ordering::Relaxed);
+    }
+}
+
+/// Clears its slot's `busy` flag when dropped (also when a key's `Eq` panics).
+struct Busy<'a>(&'a stat::AtomicBool);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        // Relaxed: see `Reader::enter`.
+        self.0.store(false, stat::Ordering::Relaxed);
+    }
+}
 
 /// A table's read bias: the words readers check, and the reader slots.
 pub(crate) struct Bias<K> {
     /// Per shard, its bias words (0: free). Written under the shard's latch, read by readers
-    /// under their slot's latch (see the module docs for why that is enough).
+    /// without it (see the module docs for why that is enough).
     words: Box<[[AtomicU64; BIAS_PER_SHARD]]>,
     readers: Box<[Reader<K>]>,
     /// Bit `r`: reader slot `r` has cached a bias (set under that bias's shard latch, before
@@ -180,17 +308,7 @@ impl<K> Bias<K> {
         let fast_modes = (0..modes.len() as u8).filter(|&m| !modes.is_fenced(Mode(m))).fold(0, |set, m| set | 1 << m);
         Self {
             words: (0..shards).map(|_| std::array::from_fn(|_| AtomicU64::new(0))).collect(),
-            readers: (0..READER_SLOTS)
-                .map(|_| {
-                    Reader(Mutex::new(ReaderState {
-                        cache: Vec::new(),
-                        evict: 0,
-                        grants: Vec::new(),
-                        granted: 0,
-                        released: 0,
-                    }))
-                })
-                .collect(),
+            readers: (0..READER_SLOTS).map(|_| Reader::new()).collect(),
             used: AtomicU64::new(0),
             active: AtomicU64::new(0),
             reads_to_bias,
@@ -206,10 +324,130 @@ impl<K> Bias<K> {
 
     /// Fast grants and whole fast releases so far, summed over the slots.
     pub(crate) fn counts(&self) -> (u64, u64) {
-        self.readers.iter().fold((0, 0), |(g, r), s| {
-            let st = s.0.lock();
-            (g + st.granted, r + st.released)
-        })
+        // Relaxed: statistics.
+        let get = |c: &stat::AtomicU64| c.load(stat::Ordering::Relaxed);
+        self.readers
+            .iter()
+            .fold((0, 0), |(g, r), s| (g + get(&s.granted), r + get(&s.released_here) + get(&s.released_elsewhere)))
+    }
+
+    /// The bias word `idx` of shard `shard` right now.
+    #[inline(always)]
+    fn word_now(&self, shard: u16, idx: u8, order: Ordering) -> u64 {
+        self.words[usize::from(shard)][usize::from(idx)].load(order)
+    }
+
+    /// Clears cell `c` of `reader`, which the caller has just turned FREEING, and frees it.
+    fn free_cell(reader: &Reader<K>, c: usize) {
+        // SAFETY: the caller turned the cell FREEING, which nobody else acts on: no pin is
+        // held (a pinned cell is never turned FREEING), the guard has let go of the grant, and
+        // the reader waits for FREE. Pinners' reads happen before, by the Acquire exchange
+        // that saw their unpins.
+        reader.cells[c].with_mut(|d| unsafe { &mut *d }.clear());
+        // Release: the clear happens before the slot's thread reuses the cell (it loads FREE
+        // with Acquire before writing).
+        reader.states[c].store(cs::FREE, Ordering::Release);
+    }
+
+    /// Pins cell `c` of `reader` if it is HELD and calls `f` with its grant; then unpins it (and
+    /// frees it if its guard released it meanwhile). With `abort`, a TENTATIVE cell is aborted
+    /// instead (a revocation). `f` returns whether it moved a key of the grant into a record.
+    /// Returns the state the visit saw (the one it pinned, for a held cell).
+    fn visit(reader: &Reader<K>, c: usize, abort: bool, f: impl FnOnce(&FastGrant) -> bool) -> u64 {
+        let state = &reader.states[c];
+        // Relaxed: a revoker issued a SeqCst fence after clearing its word and before this
+        // load, which is what keeps a reader from slipping through (module docs); the pin
+        // below is the Acquire for the data.
+        let mut s = state.load(Ordering::Relaxed);
+        loop {
+            let next = match cs::status(s) {
+                // Deliberately broken variant (`bias_no_abort`): a revoker leaves a tentative
+                // grant alone, and it may turn held unseen.
+                cs::TENTATIVE if abort && !cfg!(lockcore_mutant = "bias_no_abort") => cs::with_status(s, cs::ABORTED),
+                cs::HELD => s + cs::PIN,
+                _ => return s,
+            };
+            // AcqRel on a pin: Acquire, so the grant the reader wrote (before its Release
+            // exchange to HELD) is visible to `f`; Release, so that a clear of a bias word
+            // sequenced before this pin happens before the guard's release exchange, which
+            // reads this pin or a later change, and its check of the words. An abort only
+            // has to win or lose against the reader's exchange: the same ordering serves.
+            match state.compare_exchange(s, next, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) if cs::status(next) == cs::ABORTED => return next,
+                Ok(_) => break,
+                Err(now) => s = now,
+            }
+        }
+        // SAFETY: pinned: nobody clears or rewrites the cell until the last pin is dropped, and
+        // the reader's writes happen before the pin (above).
+        let moved = reader.cells[c].with(|d| f(unsafe { &*d }));
+        let pinned = s;
+        let mut s = state.load(Ordering::Relaxed);
+        loop {
+            debug_assert!(cs::pins(s) > 0);
+            let mut next = (s - cs::PIN) | if moved { cs::MOVED } else { 0 };
+            let free = cs::status(s) == cs::RELEASED && cs::pins(s) == 1;
+            if free {
+                next = cs::with_status(next, cs::FREEING);
+            }
+            // AcqRel: Release, so this pinner's reads happen before whoever frees the cell;
+            // Acquire, so that if this is the last pin of a released cell, the guard's reads
+            // (and the other pinners') happen before the clear below.
+            match state.compare_exchange(s, next, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => {
+                    if free {
+                        Self::free_cell(reader, c);
+                    }
+                    return pinned;
+                }
+                Err(now) => s = now,
+            }
+        }
+    }
+
+    /// Visits every held cell of every used reader slot (see [`visit`](Self::visit)).
+    fn visit_all(&self, abort: bool, mut f: impl FnMut(&FastGrant) -> bool) {
+        // Relaxed: a slot's bit is set under the latch of the shard whose bias it caches,
+        // before the slot can hold a grant of it; every visitor that needs the grants of a key
+        // holds the key's shard latch (`holds_fast`, an error path, looks without).
+        for r in used_slots(self.used.load(Ordering::Relaxed)) {
+            for c in 0..CELLS {
+                Self::visit(&self.readers[r], c, abort, &mut f);
+            }
+        }
+    }
+
+    /// Every fast grant's holders of biased keys, as (shard, bias word, holder), at one instant,
+    /// with every shard latched (so no bias changes): a double collect. The cells are read
+    /// once, then their states again; if no cell changed in between (a state names its grant,
+    /// so it cannot come back to an old value), every cell was as read at the instant the first
+    /// pass ended. `None` if fast grants kept coming and going for `tries` passes.
+    pub(crate) fn fast_cut(&self, tries: usize) -> Option<Vec<(u16, u64, HeldBy)>> {
+        // Status and grant, not pins or the moved bit (no revocation runs while every shard is
+        // latched; visitors may pin).
+        let identity = |s: u64| s & !(cs::MOVED | (cs::PIN * ((1 << 14) - 1)));
+        // Relaxed: as in `visit_all`; every shard is latched.
+        let used: SmallVec<[usize; 8]> = used_slots(self.used.load(Ordering::Relaxed)).collect();
+        for _ in 0..tries {
+            let mut out = Vec::new();
+            let mut seen: SmallVec<[u64; 64]> = SmallVec::new();
+            for &r in &used {
+                for c in 0..CELLS {
+                    let s = Self::visit(&self.readers[r], c, false, |g| {
+                        out.extend(g.keys.iter().filter_map(|k| Some((k.shard, k.word, g.holder(k)?))));
+                        false
+                    });
+                    seen.push(identity(s));
+                }
+            }
+            // SeqCst: ordered after the first pass's loads and pins, as the collect needs.
+            let again =
+                used.iter().flat_map(|&r| self.readers[r].states.iter()).map(|s| identity(s.load(Ordering::SeqCst)));
+            if again.eq(seen.iter().copied()) {
+                return Some(out);
+            }
+        }
+        None
     }
 }
 
@@ -224,80 +462,179 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     #[inline]
     pub(crate) fn try_fast(&self, p: &mut Prepared<'_, K>, grant: GrantId, since: Stamp) -> bool {
         // Relaxed: a stale 0 only sends a request through the latches (always correct); a
-        // stale non-zero costs one slot latch. The grant itself is decided under the slot latch.
+        // stale non-zero costs a look at the slot. The grant itself is checked against the
+        // words after it is published (module docs).
         if self.bias.active.load(Ordering::Relaxed) == 0
             || p.entries.len() > FAST_MAX_KEYS
             || p.entries.iter().any(|e| !self.bias.is_fast(e.mode) || !self.shard_has_bias(e.shard))
         {
-            // A fenced mode is never biased, nor a key of a shard without biases: no slot
-            // latch for a writer, or for a request of a cold key.
+            // A fenced mode is never biased, nor a key of a shard without biases: no slot for
+            // a writer, or for a request of a cold key.
             return false;
         }
-        self.try_fast_on_slot(p, grant, since)
+        let Some(r) = reader_slot() else { return false };
+        self.try_fast_on_slot(p, grant, since, r)
     }
 
-    /// Whether shard `shard` may have a biased key (a hint: the answer is checked again under
-    /// the slot latch).
+    /// Whether shard `shard` may have a biased key (a hint: the answer is checked again after
+    /// the grant is published).
     #[inline]
     fn shard_has_bias(&self, shard: u16) -> bool {
         // Relaxed: a hint only, as `active` above.
         self.bias.words[usize::from(shard)].iter().any(|w| w.load(Ordering::Relaxed) != 0)
     }
 
-    fn try_fast_on_slot(&self, p: &mut Prepared<'_, K>, grant: GrantId, since: Stamp) -> bool {
-        let r = thread_slot(READER_SLOTS);
-        let mut rs = self.bias.readers[r].0.lock();
-        let mut keys: SmallVec<[FastKey; FAST_MAX_KEYS]> = SmallVec::new();
-        for e in p.entries.iter() {
-            let Some(c) = rs.cache.iter().find(|c| c.hash == e.hash && c.key == e.key) else { return false };
-            // Relaxed: ordered against revocations by the slot latch (module docs).
-            if word_mode(c.word) != e.mode
-                || self.bias.words[usize::from(e.shard)][usize::from(c.idx)].load(Ordering::Relaxed) != c.word
-            {
-                return false;
+    fn try_fast_on_slot(&self, p: &mut Prepared<'_, K>, grant: GrantId, since: Stamp, r: usize) -> bool {
+        let reader = &self.bias.readers[r];
+        let Some(_busy) = reader.enter() else { return false };
+        // Acquire: a cell freed by another thread (a guard sent away, a pinner) was cleared
+        // before its Release store of FREE; the clear happens before the writes below.
+        let Some(c) = (0..CELLS).find(|&c| cs::status(reader.states[c].load(Ordering::Acquire)) == cs::FREE) else {
+            return false; // every cell in use: through the latches
+        };
+        let found = reader.local.with(|local| {
+            // SAFETY: this thread leases slot `r` and `busy` is set (`Reader::enter`): nothing
+            // else touches `local` now.
+            let local = unsafe { &*local };
+            reader.cells[c].with_mut(|cell| {
+                // SAFETY: cell `c` is FREE, and only the slot's thread acts on a free cell.
+                let cell = unsafe { &mut *cell };
+                debug_assert!(cell.head.is_none() && cell.keys.is_empty());
+                for e in p.entries.iter() {
+                    let Some(cached) = local.cache.iter().find(|c| c.hash == e.hash && c.key == e.key) else {
+                        return false;
+                    };
+                    // Relaxed: a first look; the grant is checked again once published.
+                    if word_mode(cached.word) != e.mode
+                        || self.bias.word_now(e.shard, cached.idx, Ordering::Relaxed) != cached.word
+                    {
+                        return false;
+                    }
+                    if cell.keys.iter().any(|k| k.shard == e.shard && k.pos == cached.pos) {
+                        return false; // a key named twice: the latched path collapses it
+                    }
+                    cell.keys.push(FastKey {
+                        shard: e.shard,
+                        idx: cached.idx,
+                        word: cached.word,
+                        pos: cached.pos,
+                        mode: e.mode,
+                        message: e.message.clone(),
+                    });
+                }
+                cell.head = Some((grant, p.owner.clone(), since));
+                true
+            })
+        });
+        let state = &reader.states[c];
+        if found {
+            // Relaxed store, then a SeqCst fence before the loads of the words: against a
+            // revoker's clear of a word, its fence and its load of this state (module docs).
+            // Nobody reads the data of a tentative cell, so nothing needs releasing here.
+            state.store(cs::of(cs::TENTATIVE, grant), Ordering::Relaxed);
+            if !cfg!(lockcore_mutant = "bias_no_fence") {
+                // Deliberately broken variant: the reader may read a word the revoker cleared
+                // while the revoker misses its cell.
+                fence(Ordering::SeqCst);
             }
-            if keys.iter().any(|k| k.shard == e.shard && k.pos == c.pos) {
-                return false; // a key named twice: the latched path collapses it
-            }
-            keys.push(FastKey {
-                shard: e.shard,
-                pos: c.pos,
-                word: c.word,
-                mode: e.mode,
-                message: e.message.clone(),
-                migrated: false,
+            let valid = reader.cells[c].with(|cell| {
+                // SAFETY: TENTATIVE: only this thread reads or writes the cell's data (a
+                // revoker aborts a tentative cell without reading it).
+                // Relaxed: after the fence (above).
+                unsafe { &*cell }.keys.iter().all(|k| self.bias.word_now(k.shard, k.idx, Ordering::Relaxed) == k.word)
             });
+            // Release: the grant written above is visible to whoever pins the cell (Acquire).
+            if valid
+                && state
+                    .compare_exchange(
+                        cs::of(cs::TENTATIVE, grant),
+                        cs::of(cs::HELD, grant),
+                        Ordering::Release,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+            {
+                reader.cells[c].with(|cell| {
+                    // SAFETY: HELD, and this request holds the grant: the data does not change
+                    // while it is held, and pinners only read it.
+                    let keys = &unsafe { &*cell }.keys;
+                    for (e, k) in p.entries.iter_mut().zip(keys) {
+                        e.slot = k.pos;
+                    }
+                });
+                Reader::<K>::bump(&reader.granted);
+                p.arm(grant, since);
+                // At most READER_SLOTS (64) slots of CELLS (8) cells.
+                p.reader = (r * CELLS + c) as u16;
+                return true;
+            }
+            // A word changed, or a revoker aborted the cell: back out. Relaxed: the cell is
+            // the thread's own again (TENTATIVE or ABORTED), nobody else acts on it, and a
+            // revoker's abort that comes later fails on FREE.
+            state.store(cs::FREE, Ordering::Relaxed);
         }
-        for (e, k) in p.entries.iter_mut().zip(&keys) {
-            e.slot = k.pos;
-        }
-        let owner = p.owner.clone();
-        rs.grants.push(FastGrant { grant, owner, since, keys });
-        rs.granted += 1;
-        drop(rs);
-        p.arm(grant, since);
-        // At most READER_SLOTS (64) slots.
-        p.reader = r as u16;
-        true
+        // SAFETY: the cell is FREE: only this thread acts on it. The owner and messages are
+        // dropped here, with no latch held.
+        reader.cells[c].with_mut(|cell| unsafe { &mut *cell }.clear());
+        false
     }
 
-    /// Releases a fast grant made on reader slot `reader`. Keys a revocation moved into their
-    /// records are released there (and a grant that was moved whole, or force-released, is
-    /// released as a latched grant is).
-    pub(crate) fn release_fast(&self, reader: u16, grant: GrantId, entries: &mut [Entry<K>], since: Stamp) {
-        let mut rs = self.bias.readers[usize::from(reader)].0.lock();
-        let taken = rs.grants.iter().position(|g| g.grant == grant).map(|at| rs.grants.swap_remove(at));
-        let whole = taken.as_ref().is_some_and(|g| g.keys.iter().all(|k| !k.migrated));
-        if whole {
-            rs.released += 1;
+    /// Releases a fast grant (its guard's `reader` code: slot times CELLS plus cell). Keys a
+    /// revocation moved into their records are released there (and a grant moved whole, or
+    /// force-released, is released as a latched grant is).
+    pub(crate) fn release_fast(&self, code: u16, grant: GrantId, entries: &mut [Entry<K>], since: Stamp) {
+        let (r, c) = (usize::from(code) / CELLS, usize::from(code) % CELLS);
+        let reader = &self.bias.readers[r];
+        // SAFETY: this guard holds the grant: the cell's data stays as its reader wrote it
+        // until the exchange below gives the grant up (pinners only read it).
+        let words: SmallVec<[(u16, u8, u64); FAST_MAX_KEYS]> =
+            reader.cells[c].with(|cell| unsafe { &*cell }.keys.iter().map(|k| (k.shard, k.idx, k.word)).collect());
+        let before = self.give_up_cell(reader, c, grant);
+        // A key was moved iff its bias was revoked while the grant was held: revoked, its word
+        // changed. (Acquire, by `give_up_cell`: a revoker's clear before its pin is visible.)
+        let moved = words.iter().any(|&(shard, idx, w)| self.bias.word_now(shard, idx, Ordering::Relaxed) != w);
+        if moved && self.release_entries(grant, entries, since) {
+            return; // released (and counted) through the records
         }
-        drop(rs);
-        // The grant's owner and messages are dropped here, outside the slot latch.
-        drop(taken);
-        if whole {
-            self.metrics.record_hold(self.clock.since(since));
+        if moved && before & cs::MOVED != 0 {
+            return; // moved, then force-released: this guard frees nothing (`release_entries`)
+        }
+        // Whole from the cell (or moved but never found: the revocation came after the cell was
+        // given up).
+        if reader_slot() == Some(r) {
+            Reader::<K>::bump(&reader.released_here);
         } else {
-            self.release_entries(grant, entries, since);
+            // Relaxed: a statistic.
+            reader.released_elsewhere.fetch_add(1, stat::Ordering::Relaxed);
+        }
+        self.metrics.record_hold(self.clock.since(since));
+    }
+
+    /// Gives up the HELD cell `c` of `reader` that holds `grant`: frees it, or, if it is
+    /// pinned, marks it RELEASED for its last pinner to free. Returns the state it had.
+    fn give_up_cell(&self, reader: &Reader<K>, c: usize, grant: GrantId) -> u64 {
+        let state = &reader.states[c];
+        // Relaxed: a first guess for the exchange.
+        let mut s = state.load(Ordering::Relaxed);
+        loop {
+            debug_assert_eq!(s & !0 << 18, cs::of(cs::FREE, grant), "a guard's cell holds another grant");
+            debug_assert_eq!(cs::status(s), cs::HELD);
+            // Deliberately broken variant (`bias_free_pinned`): the guard frees a cell a
+            // revoker is reading.
+            let free = cs::pins(s) == 0 || cfg!(lockcore_mutant = "bias_free_pinned");
+            let next = cs::with_status(s, if free { cs::FREEING } else { cs::RELEASED });
+            // AcqRel: Acquire, so a revoker's clear of a word before its pin (Release) is seen
+            // by the caller's check of the words, and pinners' reads happen before the clear;
+            // Release, so the guard's reads happen before a last pinner's clear.
+            match state.compare_exchange(s, next, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => {
+                    if free {
+                        Bias::free_cell(reader, c);
+                    }
+                    return s;
+                }
+                Err(now) => s = now,
+            }
         }
     }
 
@@ -386,21 +723,27 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     fn remember(&self, st: &ShardState<K>, idx: u8, at: u32, w: u64) {
         let record = &st.slots[at as usize];
         let Some(key) = record.key() else { return };
-        let r = thread_slot(READER_SLOTS);
+        let Some(r) = reader_slot() else { return };
+        let reader = &self.bias.readers[r];
+        let Some(_busy) = reader.enter() else { return };
         // Relaxed: set under this shard's latch, so any later revocation in this shard (which
         // takes the latch) sees it; the slot can only use this bias after this point.
         self.bias.used.fetch_or(1 << r, Ordering::Relaxed);
-        let mut rs = self.bias.readers[r].0.lock();
         let entry = Cached { hash: record.hash, key: key.clone(), idx, pos: at, word: w };
-        if let Some(c) = rs.cache.iter_mut().find(|c| c.hash == entry.hash && c.key == entry.key) {
-            *c = entry;
-        } else if rs.cache.len() < CACHE_LEN {
-            rs.cache.push(entry);
-        } else {
-            let at = rs.evict;
-            rs.cache[at] = entry;
-            rs.evict = (at + 1) % CACHE_LEN;
-        }
+        reader.local.with_mut(|local| {
+            // SAFETY: this thread leases slot `r` and `busy` is set: nothing else touches
+            // `local`.
+            let local = unsafe { &mut *local };
+            if let Some(c) = local.cache.iter_mut().find(|c| c.hash == entry.hash && c.key == entry.key) {
+                *c = entry;
+            } else if local.cache.len() < CACHE_LEN {
+                local.cache.push(entry);
+            } else {
+                let at = local.evict;
+                local.cache[at] = entry;
+                local.evict = (at + 1) % CACHE_LEN;
+            }
+        });
     }
 
     /// Whether the record at `at` is biased in a mode `mode` cannot be held beside; if so,
@@ -415,8 +758,9 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         }
     }
 
-    /// Revokes bias `idx` of shard `shard` (latched): clears its word, then moves every fast
-    /// holder of it into the record (module docs: why none can slip through).
+    /// Revokes bias `idx` of shard `shard` (latched): clears its word, then aborts every
+    /// tentative fast grant and moves every held one of the key into the record (module docs:
+    /// why none can slip through).
     #[cold]
     fn revoke(&self, st: &mut ShardState<K>, shard: u16, idx: usize) {
         let start = self.clock.now();
@@ -424,31 +768,30 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         let sb = st.bias.as_mut().expect("a biased record's shard has biases");
         let (w, at) = (sb.word[idx], sb.pos[idx]);
         sb.word[idx] = 0;
-        // Relaxed: the clear is sequenced before this thread releases each slot latch below,
-        // and a reader loads the word only under its slot latch (module docs).
+        // Relaxed store, then a SeqCst fence before `visit_all` loads the cells' states:
+        // against readers' store of TENTATIVE, their fence and their load of this word (module
+        // docs).
         self.bias.words[usize::from(shard)][idx].store(0, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        // Relaxed: a hint (`try_fast`).
         self.bias.active.fetch_sub(1, Ordering::Relaxed);
         let record = &mut st.slots[at as usize];
         record.set_bias(None);
         record.reads = 0;
-        if !cfg!(lockcore_mutant = "bias_no_revoke") {
-            // Deliberately broken variant above: fast holders stay unseen by the record.
-            for r in used_slots(self.bias.used.load(Ordering::Relaxed)) {
-                let mut rs = self.bias.readers[r].0.lock();
-                rs.grants.retain_mut(|g| {
-                    for k in 0..g.keys.len() {
-                        let key = &g.keys[k];
-                        if key.shard == shard && key.word == w && !key.migrated {
-                            let rec = g.holder(key);
-                            record.add_holder(&self.modes, rec);
-                            g.keys[k].migrated = true;
-                        }
+        let modes = &self.modes;
+        self.bias.visit_all(true, |g| {
+            let mut moved = false;
+            // Deliberately broken variant: fast holders stay unseen by the record.
+            if !cfg!(lockcore_mutant = "bias_no_revoke") {
+                for k in g.keys.iter().filter(|k| k.shard == shard && k.word == w) {
+                    if let Some(rec) = g.holder(k) {
+                        record.add_holder(modes, rec);
+                        moved = true;
                     }
-                    // A grant moved whole is a latched grant now: its guard releases it so.
-                    !g.keys.iter().all(|k| k.migrated)
-                });
+                }
             }
-        }
+            moved
+        });
         // Not under loom: a model must not branch on the time a revocation took.
         if !cfg!(loom) {
             let now = self.clock.now();
@@ -470,47 +813,55 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         }
     }
 
-    /// Latches every reader slot that ever cached a bias, in slot order (callers hold the
-    /// shard latches they read records under: shard latches first, then slots). While these
-    /// are held no fast grant is made or released, so what [`fast_holders`](Self::fast_holders)
-    /// reads across several records is one cut, as the shard latches make it for the records.
-    pub(crate) fn lock_readers(&self) -> ReaderGuards<'_, K> {
-        used_slots(self.bias.used.load(Ordering::Relaxed)).map(|r| self.bias.readers[r].0.lock()).collect()
-    }
-
     /// Whether a reader slot holds some key of `grant` that no revocation has moved.
     pub(crate) fn holds_fast(&self, grant: GrantId) -> bool {
-        self.lock_readers()
-            .iter()
-            .any(|rs| rs.grants.iter().any(|g| g.grant == grant && g.keys.iter().any(|k| !k.migrated)))
+        let mut found = false;
+        self.bias.visit_all(false, |g| {
+            if g.head.as_ref().is_some_and(|h| h.0 == grant) {
+                // Relaxed: an error path's answer; a word read stale only delays it.
+                found |= g.keys.iter().any(|k| self.bias.word_now(k.shard, k.idx, Ordering::Relaxed) == k.word);
+            }
+            false
+        });
+        found
     }
 
-    /// Calls `f` with each fast holder of the record at `at` (shard `shard` latched), from the
-    /// reader slots `readers` latched by [`lock_readers`](Self::lock_readers): what the record's
-    /// holder list does not show.
-    pub(crate) fn fast_holders(
-        &self,
-        readers: &ReaderGuards<'_, K>,
-        st: &ShardState<K>,
-        shard: u16,
-        at: u32,
-        mut f: impl FnMut(HeldBy),
-    ) {
-        let Some(idx) = st.slots[at as usize].bias() else { return };
-        let w = st.bias.as_ref().expect("a biased record's shard has biases").word[usize::from(idx)];
-        for rs in readers {
-            for g in &rs.grants {
-                for k in g.keys.iter().filter(|k| k.shard == shard && k.word == w && !k.migrated) {
-                    f(g.holder(k));
+    /// Calls `f(i, holder)` with each fast holder of each biased record `records[i]` (its
+    /// shard, latched by the caller, and its current bias word; 0: not biased): what the
+    /// records' holder lists do not show. One pass over the cells, each pinned for all the
+    /// records, so a fast grant of several of them shows on all or on none.
+    pub(crate) fn fast_holders(&self, records: &[(u16, u64)], mut f: impl FnMut(usize, HeldBy)) {
+        if records.iter().all(|&(_, w)| w == 0) {
+            return;
+        }
+        self.bias.visit_all(false, |g| {
+            for k in &g.keys {
+                // A bias word is unique in its shard: (shard, word) names one bias of one record.
+                for (i, &(shard, w)) in records.iter().enumerate() {
+                    if w != 0 && k.shard == shard && k.word == w {
+                        if let Some(h) = g.holder(k) {
+                            f(i, h);
+                        }
+                    }
                 }
             }
+            false
+        });
+    }
+
+    /// The bias word of the record at `at` of shard `st` (latched), or 0.
+    pub(crate) fn bias_word(st: &ShardState<K>, at: u32) -> u64 {
+        match (st.slots[at as usize].bias(), st.bias.as_ref()) {
+            (Some(idx), Some(sb)) => sb.word[usize::from(idx)],
+            _ => 0,
         }
     }
 
-    /// [`fast_holders`](Self::fast_holders) of one record, latching the reader slots for it.
-    pub(crate) fn for_each_fast_holder(&self, st: &ShardState<K>, shard: u16, at: u32, f: impl FnMut(HeldBy)) {
-        if st.slots[at as usize].bias().is_some() {
-            self.fast_holders(&self.lock_readers(), st, shard, at, f);
+    /// Calls `f` with each fast holder of the record at `at` (shard `shard` latched).
+    pub(crate) fn for_each_fast_holder(&self, st: &ShardState<K>, shard: u16, at: u32, mut f: impl FnMut(HeldBy)) {
+        let w = Self::bias_word(st, at);
+        if w != 0 {
+            self.fast_holders(&[(shard, w)], |_, h| f(h));
         }
     }
 
@@ -530,19 +881,29 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         n
     }
 
-    /// Moves fast grant `grant` of reader slot `reader` into its records, so it can outlive
+    /// Moves fast grant `grant` (its guard's `reader` code) into its records, so it can outlive
     /// its guard as a latched grant does (`into_ticket`).
-    pub(crate) fn migrate_grant(&self, reader: u16, grant: GrantId, entries: &mut [Entry<K>]) {
+    pub(crate) fn migrate_grant(&self, code: u16, grant: GrantId, entries: &mut [Entry<K>]) {
+        let (r, c) = (usize::from(code) / CELLS, usize::from(code) % CELLS);
+        let reader = &self.bias.readers[r];
         let mut latches = Latches::lock(self, entries);
-        let mut rs = self.bias.readers[usize::from(reader)].0.lock();
-        let Some(at) = rs.grants.iter().position(|g| g.grant == grant) else { return };
-        let g = rs.grants.swap_remove(at);
-        drop(rs);
-        for (e, k) in entries.iter().zip(&g.keys) {
-            if !k.migrated {
-                let rec = g.holder(k);
-                latches.slot(e).add_holder(&self.modes, rec);
+        reader.cells[c].with(|cell| {
+            // SAFETY: this guard holds the grant: the data stays as its reader wrote it until
+            // `give_up_cell` below (pinners only read it).
+            let g = unsafe { &*cell };
+            for (e, k) in entries.iter().zip(&g.keys) {
+                // Relaxed: the shard is latched, and words are cleared only under its latch. A
+                // changed word: a revocation moved this key into its record already.
+                if self.bias.word_now(k.shard, k.idx, Ordering::Relaxed) == k.word {
+                    if let Some(rec) = g.holder(k) {
+                        latches.slot(e).add_holder(&self.modes, rec);
+                    }
+                }
             }
-        }
+        });
+        // Under the latches still: no revoker of these keys can visit the cell between the
+        // moves above and giving it up.
+        self.give_up_cell(reader, c, grant);
+        drop(latches);
     }
 }

@@ -390,23 +390,23 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         let modes = &self.modes;
         let anchor = self.clock.anchor();
         let mut keys = Vec::new();
-        // Fast holders of biased keys, from reader slots latched once for the whole report, so
-        // a fast grant of several of its keys shows on all of them or on none.
-        let biased = p.entries.iter().any(|e| latches.slot(e).bias().is_some());
-        let readers = if biased { self.lock_readers() } else { Vec::new() };
+        // Biased keys among the conflicting ones: (shard, bias word), for one pass over the
+        // reader slots at the end, so a fast grant of several of them shows on all or on none.
+        let mut biased: SmallVec<[(u16, u64); 8]> = SmallVec::new();
+        let mut biased_at: SmallVec<[(usize, Mode); 8]> = SmallVec::new();
         for e in &p.entries {
             if latches.slot(e).grantable(modes, e.mode, seq) {
                 continue;
             }
             let shard = latches.state(e);
+            let word = Self::bias_word(shard, e.slot);
+            if word != 0 {
+                biased.push((e.shard, word));
+                biased_at.push((keys.len(), e.mode));
+            }
             let st = &shard.slots[e.slot as usize];
-            let mut holders: Vec<_> =
+            let holders: Vec<_> =
                 st.holders.iter().map(|h| self.holder(h, !modes.compatible(e.mode, h.mode), &anchor)).collect();
-            // Holders of a read bias the request fits beside (it would have revoked it
-            // otherwise): not blocking, but holders all the same.
-            self.fast_holders(&readers, shard, e.shard, e.slot, |h| {
-                holders.push(self.holder(&h, !modes.compatible(e.mode, h.mode), &anchor));
-            });
             let waiters_ahead = st
                 .waiters()
                 .take_while(|q| seq.is_none_or(|s| q.seq < s))
@@ -426,6 +426,12 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
                 waiters_ahead,
             });
         }
+        // Holders of a read bias the request fits beside (it would have revoked it otherwise):
+        // not blocking, but holders all the same.
+        self.fast_holders(&biased, |i, h| {
+            let (at, mode) = biased_at[i];
+            keys[at].holders.push(self.holder(&h, !modes.compatible(mode, h.mode), &anchor));
+        });
         Conflict { owner: p.owner.clone(), requested: p.entries.len(), keys }
     }
 

@@ -50,6 +50,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod backend;
+#[allow(unsafe_code)]
 mod bias;
 mod clock;
 mod conflict;

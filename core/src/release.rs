@@ -16,12 +16,12 @@ type Located<'a, K> = (u16, Option<u32>, &'a TicketLock<K>);
 impl<K: Hash + Eq + Clone> LockTable<K> {
     /// Releases a guard's grant. A record already gone (force-released) is skipped: a grant id
     /// is never reused, so this cannot touch anyone else's lock, even where the guard's record
-    /// position has since been given to another key.
-    pub(crate) fn release_entries(&self, grant: GrantId, entries: &mut [Entry<K>], since: Stamp) {
+    /// position has since been given to another key. Returns whether it released anything.
+    pub(crate) fn release_entries(&self, grant: GrantId, entries: &mut [Entry<K>], since: Stamp) -> bool {
         let removed = if let [e] = entries {
             // One key: no list of latches to build, and no wake list unless someone waits.
             let mut st = self.shards[usize::from(e.shard)].lock();
-            let Some(slot) = st.slots.get_mut(e.slot as usize) else { return };
+            let Some(slot) = st.slots.get_mut(e.slot as usize) else { return false };
             let removed = slot.remove_holder(grant).is_some();
             if removed {
                 st.releases += 1;
@@ -60,6 +60,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         if removed {
             self.metrics.record_hold(self.clock.since(since));
         }
+        removed
     }
 
     /// Releases the grant a [`Ticket`] stands for (a command's end-action).

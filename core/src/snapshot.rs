@@ -58,9 +58,19 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     ///
     /// Consistent: every shard is latched at once (no key can be added meanwhile), so no grant
     /// appears half made. It stops the table for as long as it takes to copy the state, as
-    /// reading `pg_locks` does; it is for diagnosis, not for a hot path.
+    /// reading `pg_locks` does; it is for diagnosis, not for a hot path. Shared grants of hot
+    /// keys made without a latch (the read bias) are read at one instant while the shards are
+    /// latched; if such grants keep coming and going too fast for that, the snapshot revokes
+    /// every bias and reads them from the records.
     pub fn snapshot(&self) -> Snapshot<K> {
-        let shards = self.lock_all();
+        let mut shards = self.lock_all();
+        let fast = self.bias.fast_cut(4).unwrap_or_else(|| {
+            for (shard, st) in shards.iter_mut().enumerate() {
+                // At most 2^16 shards.
+                self.settle(st, shard as u16);
+            }
+            Vec::new()
+        });
         let taken_at = Instant::now();
         let anchor = self.clock.anchor();
         let mut held = Vec::new();
@@ -74,16 +84,19 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             since: anchor.instant(h.since),
             token: h.token(),
         };
-        // Every shard is latched, and then every used reader slot, for the whole copy: a fast
-        // grant is made and released under its slot's latch, so fast holders are part of the
-        // same cut (a fast grant of several keys shows on all of them or on none).
-        let readers = self.lock_readers();
+        // Every shard is latched: the records and the fast grants read above are one cut.
         for (shard, st) in shards.iter().enumerate() {
             for (at, slot) in st.live() {
                 let Some(key) = slot.key() else { continue };
                 held.extend(slot.holders.iter().map(|h| held_lock(key, h)));
-                // At most 2^16 shards.
-                self.fast_holders(&readers, st, shard as u16, at, |h| held.push(held_lock(key, &h)));
+                let word = Self::bias_word(st, at);
+                if word != 0 {
+                    held.extend(
+                        fast.iter()
+                            .filter(|&&(s, w, _)| usize::from(s) == shard && w == word)
+                            .map(|(_, _, h)| held_lock(key, h)),
+                    );
+                }
                 waiting.extend(slot.waiters().map(|q| WaitingLock {
                     key: key.clone(),
                     owner: q.node.owner.clone(),

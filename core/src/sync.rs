@@ -17,7 +17,7 @@ pub(crate) use std::sync::Arc;
 #[cfg(not(loom))]
 mod imp {
     pub(crate) use crate::latch::{Latch as Mutex, LatchGuard as MutexGuard};
-    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
     pub(crate) use std::thread::{current, Thread};
 
     /// Parks the current thread until unparked, a spurious wake-up, or `deadline`.
@@ -36,7 +36,7 @@ mod imp {
 
 #[cfg(loom)]
 mod imp {
-    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
     pub(crate) use loom::thread::{current, Thread};
 
     /// A loom mutex with `parking_lot`'s poison-free signature.
@@ -72,7 +72,7 @@ pub(crate) use imp::*;
 
 /// Statistics counters: plain `std` atomics under loom too (see the module docs).
 pub(crate) mod stat {
-    pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 }
 
 /// Returns a process-wide unique, non-zero id.
@@ -101,31 +101,80 @@ pub(crate) fn unique_id() -> u64 {
     })
 }
 
-/// This thread's slot among `n` (the read bias's reader slots): the same for a thread's whole
-/// life, spread over threads in the order they first ask. Under loom, the slot a model thread
-/// chose with [`loom_set_reader_slot`] (0 by default): a model must run alike every time, so
-/// it cannot depend on the order threads first ask in across runs (and `loom::thread::current`
-/// inside a lock's acquisition upsets loom's scheduler).
-pub(crate) fn thread_slot(n: usize) -> usize {
+/// Reader slots per table (the read bias, `bias.rs`): at most this many threads at once hold
+/// one (see [`reader_slot`]).
+#[cfg(not(loom))]
+pub(crate) const READER_SLOTS: usize = 64;
+/// Under loom: two, which each model thread names with [`loom_set_reader_slot`].
+#[cfg(loom)]
+pub(crate) const READER_SLOTS: usize = 2;
+
+/// This thread's reader slot, if it holds one: an index below [`READER_SLOTS`] that no other
+/// living thread holds at the same time, the same for as long as the thread lives. `bias.rs`
+/// keeps per-thread state in every table's slot of that index without a lock, and relies on
+/// this exclusivity for it. A thread asks for a slot the first time it calls this and gives it
+/// back when it exits; while all are taken it gets `None` (and asks again next time).
+///
+/// Under loom, the slot a model thread chose with [`loom_set_reader_slot`] (0 by default): a
+/// model must run alike every time, so it cannot depend on the order threads first ask in
+/// across runs; each model gives its threads distinct slots (loom's cell checks would report a
+/// model that did not).
+#[inline]
+pub(crate) fn reader_slot() -> Option<usize> {
     #[cfg(not(loom))]
     {
         use std::cell::Cell;
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        // Relaxed: only spreads threads over slots; any interleaving gives a valid index.
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        thread_local! {
-            static SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
-        }
-        SLOT.with(|s| {
-            if s.get() == usize::MAX {
-                s.set(NEXT.fetch_add(1, Ordering::Relaxed));
+        use std::sync::atomic::{AtomicU64, Ordering};
+        const UNASKED: u8 = u8::MAX;
+        // Bit `i`: some living thread holds slot `i`.
+        static TAKEN: AtomicU64 = AtomicU64::new(0);
+        struct Lease(Cell<u8>);
+        impl Drop for Lease {
+            fn drop(&mut self) {
+                let i = self.0.get();
+                if usize::from(i) < READER_SLOTS {
+                    // Release: this thread's last use of its slot's state happens before the
+                    // next holder's claim (an Acquire) of the slot.
+                    TAKEN.fetch_and(!(1u64 << i), Ordering::Release);
+                }
             }
-            s.get() % n
-        })
+        }
+        thread_local! {
+            static LEASE: Lease = const { Lease(Cell::new(UNASKED)) };
+        }
+        // `try_with`: a thread-local destructor that runs after this one (and takes a lock,
+        // say) finds no slot rather than a panic.
+        LEASE
+            .try_with(|lease| {
+                let i = lease.0.get();
+                if usize::from(i) < READER_SLOTS {
+                    return Some(usize::from(i));
+                }
+                // Relaxed: a first guess for the exchange below, which is the claim.
+                let mut taken = TAKEN.load(Ordering::Relaxed);
+                loop {
+                    if taken == u64::MAX {
+                        return None;
+                    }
+                    let bit = (!taken).trailing_zeros();
+                    // Acquire: everything the slot's previous holder did with it happens before
+                    // this thread's first use (pairs with the Release in `Lease::drop`).
+                    match TAKEN.compare_exchange_weak(taken, taken | 1 << bit, Ordering::Acquire, Ordering::Relaxed) {
+                        Ok(_) => {
+                            // At most 64 slots.
+                            lease.0.set(bit as u8);
+                            return Some(bit as usize);
+                        }
+                        Err(now) => taken = now,
+                    }
+                }
+            })
+            .ok()
+            .flatten()
     }
     #[cfg(loom)]
     {
-        LOOM_SLOT.with(|s| s.get() % n)
+        LOOM_SLOT.with(|s| Some(s.get() % READER_SLOTS))
     }
 }
 
@@ -135,12 +184,38 @@ loom::thread_local! {
 }
 
 /// Under loom: makes the calling model thread use reader slot `slot` (modulo the number of
-/// slots), so a model can give threads slots of their own or one slot to share.
+/// slots). Two model threads that take fast grants must use different slots.
 #[cfg(loom)]
 #[doc(hidden)]
 pub fn loom_set_reader_slot(slot: usize) {
     LOOM_SLOT.with(|s| s.set(slot));
 }
+
+/// A cell whose every access is a closure over a raw pointer, so that under loom the same code
+/// has loom check each access for data races (`loom::cell::UnsafeCell`); otherwise std's
+/// `UnsafeCell` at no cost. Used by `bias.rs` for state guarded by an atomic protocol rather
+/// than a lock.
+#[cfg(not(loom))]
+#[derive(Debug)]
+pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(loom))]
+impl<T> UnsafeCell<T> {
+    pub(crate) const fn new(value: T) -> Self {
+        Self(std::cell::UnsafeCell::new(value))
+    }
+    #[inline(always)]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+    #[inline(always)]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+#[cfg(loom)]
+pub(crate) use loom::cell::UnsafeCell;
 
 /// The mutex of the guards' buffer pool (`pool.rs`): `parking_lot`'s under loom too. A pooled
 /// buffer carries no ordering the lock protocol relies on, and its critical sections (a push or
