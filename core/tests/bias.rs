@@ -162,3 +162,20 @@ fn the_default_table_biases_a_hot_read_key() {
     t.reclaim();
     assert_eq!(t.key_count(), 0);
 }
+
+/// A fast grant's guard may be dropped on another thread: its cell is freed by that thread,
+/// and the grant is counted released once.
+#[test]
+fn a_fast_grant_released_on_another_thread() {
+    let t = table();
+    let set = fast_shared(&t, "reader", "k");
+    std::thread::scope(|s| {
+        s.spawn(move || drop(set));
+    });
+    assert_eq!(t.key_count(), 0);
+    let m = t.metrics();
+    assert_eq!(m.grants, m.releases, "{m:?}");
+    // The cell is free again: the same thread takes the key fast once more.
+    drop(fast_shared(&t, "reader", "k"));
+    assert!(t.try_acquire(Request::new("w").exclusive("k")).is_ok());
+}
