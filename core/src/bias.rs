@@ -800,6 +800,65 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         }
     }
 
+    /// Revokes every bias of the table at once, every shard latched (`shards[i]` is shard `i`),
+    /// and frees the records that leaves idle. Unlike [`settle`](Self::settle) shard by shard,
+    /// it clears every word first and then visits each cell once for all of them, so a fast
+    /// grant is moved into its records whole or not at all (a snapshot's fallback).
+    pub(crate) fn settle_all<G: std::ops::DerefMut<Target = ShardState<K>>>(&self, shards: &mut [G]) {
+        let start = self.clock.now();
+        // (shard, word) of every bias cleared, and its record.
+        let mut cleared: Vec<(u16, u64, u32)> = Vec::new();
+        for (shard, st) in shards.iter_mut().enumerate() {
+            let Some(sb) = st.bias.as_mut() else { continue };
+            for idx in 0..BIAS_PER_SHARD {
+                if sb.word[idx] != 0 {
+                    // At most 2^16 shards.
+                    cleared.push((shard as u16, sb.word[idx], sb.pos[idx]));
+                    sb.word[idx] = 0;
+                    // Relaxed store, then the fence below: as in `revoke`.
+                    self.bias.words[shard][idx].store(0, Ordering::Relaxed);
+                    // Relaxed: a hint (`try_fast`).
+                    self.bias.active.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if cleared.is_empty() {
+            return;
+        }
+        self.metrics.add(Counter::Revocations, cleared.len() as u64);
+        for &(shard, _, at) in &cleared {
+            let record = &mut shards[usize::from(shard)].slots[at as usize];
+            record.set_bias(None);
+            record.reads = 0;
+        }
+        // SeqCst: against readers' store of TENTATIVE, their fence and their loads of the words
+        // (module docs), before the loads of the cells' states in `visit_all`.
+        fence(Ordering::SeqCst);
+        let modes = &self.modes;
+        self.bias.visit_all(true, |g| {
+            let mut moved = false;
+            for k in &g.keys {
+                if cleared.iter().any(|&(shard, w, _)| shard == k.shard && w == k.word) {
+                    if let Some(rec) = g.holder(k) {
+                        shards[usize::from(k.shard)].slots[k.pos as usize].add_holder(modes, rec);
+                        moved = true;
+                    }
+                }
+            }
+            moved
+        });
+        for &(shard, _, at) in &cleared {
+            let st = &mut shards[usize::from(shard)];
+            // Not under loom: a model must not branch on the time a revocation took.
+            if !cfg!(loom) {
+                let now = self.clock.now();
+                let sb = st.bias.as_mut().expect("a revoked record's shard has biases");
+                sb.inhibit_until = Some(now.later_by(start, INHIBIT_FACTOR));
+            }
+            st.retire_if_idle(at);
+        }
+    }
+
     /// Revokes every bias of shard `shard` (latched) and frees the records that leaves idle:
     /// afterwards the shard's records show every holder.
     pub(crate) fn settle(&self, st: &mut ShardState<K>, shard: u16) {
