@@ -71,7 +71,7 @@ use crate::mode::{Mode, ModeTable};
 use crate::request::{LockMessage, Owner};
 use crate::shard::ShardState;
 use crate::slot::HeldBy;
-use crate::sync::{fence, reader_slot, stat, AtomicU64, Ordering, UnsafeCell};
+use crate::sync::{fence, leased_reader_slot, reader_slot, stat, AtomicU64, Ordering, UnsafeCell};
 use crate::table::LockTable;
 use crate::ticket::GrantId;
 use smallvec::SmallVec;
@@ -117,6 +117,8 @@ mod cell_state {
     pub(super) const PIN: u64 = 1 << 4;
     const PINS: u64 = ((1 << 14) - 1) << 4;
     const ID_SHIFT: u32 = 18;
+    /// The grant id's bits.
+    pub(super) const ID: u64 = !0 << ID_SHIFT;
 
     /// The state `status` of grant `grant`, no pins.
     pub(super) fn of(status: u64, grant: GrantId) -> u64 {
@@ -337,8 +339,10 @@ impl<K> Bias<K> {
         self.words[usize::from(shard)][usize::from(idx)].load(order)
     }
 
-    /// Clears cell `c` of `reader`, which the caller has just turned FREEING, and frees it.
-    fn free_cell(reader: &Reader<K>, c: usize) {
+    /// Clears cell `c` of `reader`, which the caller has just turned FREEING (from state `s`),
+    /// and frees it. The FREE state keeps the grant's id, so a double collect (`fast_cut`) never
+    /// mistakes "free, held by another grant, free again" for "free all along".
+    fn free_cell(reader: &Reader<K>, c: usize, s: u64) {
         // SAFETY: the caller turned the cell FREEING, which nobody else acts on: no pin is
         // held (a pinned cell is never turned FREEING), the guard has let go of the grant, and
         // the reader waits for FREE. Pinners' reads happen before, by the Acquire exchange
@@ -346,7 +350,7 @@ impl<K> Bias<K> {
         reader.cells[c].with_mut(|d| unsafe { &mut *d }.clear());
         // Release: the clear happens before the slot's thread reuses the cell (it loads FREE
         // with Acquire before writing).
-        reader.states[c].store(cs::FREE, Ordering::Release);
+        reader.states[c].store(cs::with_status(s & cs::ID, cs::FREE), Ordering::Release);
     }
 
     /// Pins cell `c` of `reader` if it is HELD and calls `f` with its grant; then unpins it (and
@@ -355,10 +359,15 @@ impl<K> Bias<K> {
     /// Returns the state the visit saw (the one it pinned, for a held cell).
     fn visit(reader: &Reader<K>, c: usize, abort: bool, f: impl FnOnce(&FastGrant) -> bool) -> u64 {
         let state = &reader.states[c];
-        // Relaxed: a revoker issued a SeqCst fence after clearing its word and before this
-        // load, which is what keeps a reader from slipping through (module docs); the pin
-        // below is the Acquire for the data.
-        let mut s = state.load(Ordering::Relaxed);
+        // Acquire: a cell its guard has given up (FREE, FREEING, RELEASED) was given up by a
+        // Release store or exchange, and the reader's critical section must happen before
+        // whatever the revoker's request does next (a writer's grant). That a reader cannot
+        // slip through comes from the SeqCst fence the revoker issued before this load
+        // (module docs); the pin below is the Acquire for the data.
+        // Deliberately broken variant (`bias_visit_relaxed`): a reader's release is not ordered
+        // before the writer that revokes after it.
+        let order = if cfg!(lockcore_mutant = "bias_visit_relaxed") { Ordering::Relaxed } else { Ordering::Acquire };
+        let mut s = state.load(order);
         loop {
             let next = match cs::status(s) {
                 // Deliberately broken variant (`bias_no_abort`): a revoker leaves a tentative
@@ -372,7 +381,8 @@ impl<K> Bias<K> {
             // sequenced before this pin happens before the guard's release exchange, which
             // reads this pin or a later change, and its check of the words. An abort only
             // has to win or lose against the reader's exchange: the same ordering serves.
-            match state.compare_exchange(s, next, Ordering::AcqRel, Ordering::Relaxed) {
+            // A failed exchange reads the new state with Acquire, as the load above.
+            match state.compare_exchange(s, next, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) if cs::status(next) == cs::ABORTED => return next,
                 Ok(_) => break,
                 Err(now) => s = now,
@@ -396,7 +406,7 @@ impl<K> Bias<K> {
             match state.compare_exchange(s, next, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => {
                     if free {
-                        Self::free_cell(reader, c);
+                        Self::free_cell(reader, c, s);
                     }
                     return pinned;
                 }
@@ -499,7 +509,8 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             reader.cells[c].with_mut(|cell| {
                 // SAFETY: cell `c` is FREE, and only the slot's thread acts on a free cell.
                 let cell = unsafe { &mut *cell };
-                debug_assert!(cell.head.is_none() && cell.keys.is_empty());
+                // Empty unless a key's `Eq` panicked while this thread filled the cell before.
+                cell.clear();
                 for e in p.entries.iter() {
                     let Some(cached) = local.cache.iter().find(|c| c.hash == e.hash && c.key == e.key) else {
                         return false;
@@ -571,7 +582,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             // A word changed, or a revoker aborted the cell: back out. Relaxed: the cell is
             // the thread's own again (TENTATIVE or ABORTED), nobody else acts on it, and a
             // revoker's abort that comes later fails on FREE.
-            state.store(cs::FREE, Ordering::Relaxed);
+            state.store(cs::of(cs::FREE, grant), Ordering::Relaxed);
         }
         // SAFETY: the cell is FREE: only this thread acts on it. The owner and messages are
         // dropped here, with no latch held.
@@ -599,9 +610,12 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         if moved && before & cs::MOVED != 0 {
             return; // moved, then force-released: this guard frees nothing (`release_entries`)
         }
+        // (Imprecise in one race only: a forced or owner's release that pins the cell when the
+        // guard gives it up sets MOVED after `before` was read, and the release is then counted
+        // here as well as there. Metrics only; nothing is held or freed twice.)
         // Whole from the cell (or moved but never found: the revocation came after the cell was
         // given up).
-        if reader_slot() == Some(r) {
+        if leased_reader_slot() == Some(r) {
             Reader::<K>::bump(&reader.released_here);
         } else {
             // Relaxed: a statistic.
@@ -617,7 +631,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         // Relaxed: a first guess for the exchange.
         let mut s = state.load(Ordering::Relaxed);
         loop {
-            debug_assert_eq!(s & !0 << 18, cs::of(cs::FREE, grant), "a guard's cell holds another grant");
+            debug_assert_eq!(s & cs::ID, cs::of(cs::FREE, grant), "a guard's cell holds another grant");
             debug_assert_eq!(cs::status(s), cs::HELD);
             // Deliberately broken variant (`bias_free_pinned`): the guard frees a cell a
             // revoker is reading.
@@ -629,7 +643,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             match state.compare_exchange(s, next, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => {
                     if free {
-                        Bias::free_cell(reader, c);
+                        Bias::free_cell(reader, c, s);
                     }
                     return s;
                 }
@@ -707,8 +721,9 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         sb.next_gen += 1;
         sb.word[idx] = w;
         sb.pos[idx] = at;
-        // Relaxed: readers are ordered against this bias's revocation by their slot latch;
-        // the word only has to become visible eventually (until then readers go slow).
+        // Relaxed: readers are ordered against this bias's revocation by the two SeqCst fences
+        // (module docs); the word only has to become visible eventually (until then readers go
+        // through the latches).
         self.bias.words[usize::from(shard)][idx].store(w, Ordering::Relaxed);
         self.bias.active.fetch_add(1, Ordering::Relaxed);
         // BIAS_PER_SHARD is far below 256.

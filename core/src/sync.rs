@@ -123,32 +123,14 @@ pub(crate) const READER_SLOTS: usize = 2;
 pub(crate) fn reader_slot() -> Option<usize> {
     #[cfg(not(loom))]
     {
-        use std::cell::Cell;
-        use std::sync::atomic::{AtomicU64, Ordering};
-        const UNASKED: u8 = u8::MAX;
-        // Bit `i`: some living thread holds slot `i`.
-        static TAKEN: AtomicU64 = AtomicU64::new(0);
-        struct Lease(Cell<u8>);
-        impl Drop for Lease {
-            fn drop(&mut self) {
-                let i = self.0.get();
-                if usize::from(i) < READER_SLOTS {
-                    // Release: this thread's last use of its slot's state happens before the
-                    // next holder's claim (an Acquire) of the slot.
-                    TAKEN.fetch_and(!(1u64 << i), Ordering::Release);
-                }
-            }
-        }
-        thread_local! {
-            static LEASE: Lease = const { Lease(Cell::new(UNASKED)) };
-        }
+        use lease::{LEASE, TAKEN};
+        use std::sync::atomic::Ordering;
         // `try_with`: a thread-local destructor that runs after this one (and takes a lock,
         // say) finds no slot rather than a panic.
         LEASE
             .try_with(|lease| {
-                let i = lease.0.get();
-                if usize::from(i) < READER_SLOTS {
-                    return Some(usize::from(i));
+                if let Some(i) = lease.get() {
+                    return Some(i);
                 }
                 // Relaxed: a first guess for the exchange below, which is the claim.
                 let mut taken = TAKEN.load(Ordering::Relaxed);
@@ -162,7 +144,7 @@ pub(crate) fn reader_slot() -> Option<usize> {
                     match TAKEN.compare_exchange_weak(taken, taken | 1 << bit, Ordering::Acquire, Ordering::Relaxed) {
                         Ok(_) => {
                             // At most 64 slots.
-                            lease.0.set(bit as u8);
+                            lease.set(bit as usize);
                             return Some(bit as usize);
                         }
                         Err(now) => taken = now,
@@ -175,6 +157,60 @@ pub(crate) fn reader_slot() -> Option<usize> {
     #[cfg(loom)]
     {
         LOOM_SLOT.with(|s| Some(s.get() % READER_SLOTS))
+    }
+}
+
+/// This thread's reader slot if it already holds one; unlike [`reader_slot`] it never claims
+/// one (a thread that only releases grants made elsewhere should not take a slot from readers).
+#[inline]
+pub(crate) fn leased_reader_slot() -> Option<usize> {
+    #[cfg(not(loom))]
+    {
+        lease::LEASE.try_with(lease::Lease::get).ok().flatten()
+    }
+    #[cfg(loom)]
+    {
+        reader_slot()
+    }
+}
+
+/// The process-wide lease of reader-slot numbers (see [`reader_slot`]).
+#[cfg(not(loom))]
+mod lease {
+    use super::READER_SLOTS;
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Bit `i`: some living thread holds slot `i`.
+    pub(super) static TAKEN: AtomicU64 = AtomicU64::new(0);
+
+    /// A thread's slot number, or `u8::MAX` before it has one.
+    pub(super) struct Lease(Cell<u8>);
+
+    impl Lease {
+        pub(super) fn get(&self) -> Option<usize> {
+            let i = usize::from(self.0.get());
+            (i < READER_SLOTS).then_some(i)
+        }
+
+        pub(super) fn set(&self, i: usize) {
+            // At most 64 slots.
+            self.0.set(i as u8);
+        }
+    }
+
+    impl Drop for Lease {
+        fn drop(&mut self) {
+            if let Some(i) = self.get() {
+                // Release: this thread's last use of its slot's state happens before the
+                // next holder's claim (an Acquire) of the slot.
+                TAKEN.fetch_and(!(1u64 << i), Ordering::Release);
+            }
+        }
+    }
+
+    thread_local! {
+        pub(super) static LEASE: Lease = const { Lease(Cell::new(u8::MAX)) };
     }
 }
 

@@ -27,7 +27,8 @@
 //! the tests use one shard.
 
 use lockcore::{LockTable, Request};
-use loom::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use loom::cell::UnsafeCell;
+use loom::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use loom::thread;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize as StdAtomicUsize, Ordering as StdOrdering};
@@ -76,32 +77,44 @@ fn one_shard_table() -> Table {
 /// What the test believes is held, kept apart from the table: readers count 1, a writer
 /// counts [`Shadow::WRITER`]. Entered just after a grant and left just before its release, so
 /// the shadow's holders are always a subset of the table's. Every update is a read-modify-write
-/// on one location, so their order is total and each check is exact.
-struct Shadow(AtomicUsize);
+/// on one location, so their order is total and each check is exact. The updates are Relaxed, so
+/// the shadow orders nothing between threads: the second field is the data the lock guards
+/// (written by writers, read by readers), and loom reports a data race on it unless the table
+/// itself orders each release before the next conflicting grant.
+struct Shadow(AtomicUsize, UnsafeCell<u64>);
+
+// SAFETY: the `UnsafeCell` is touched only between entering and leaving the shadow, that is
+// while the table grants the key (writers alone, readers together); loom checks every access.
+unsafe impl Sync for Shadow {}
 
 impl Shadow {
     const WRITER: usize = 1 << 16;
 
     fn new() -> Arc<Self> {
-        Arc::new(Self(AtomicUsize::new(0)))
+        Arc::new(Self(AtomicUsize::new(0), UnsafeCell::new(0)))
     }
 
     fn enter_writer(&self) {
-        let before = self.0.fetch_add(Self::WRITER, SeqCst);
+        // Relaxed: see the type's docs.
+        let before = self.0.fetch_add(Self::WRITER, Relaxed);
         assert_eq!(before, 0, "a writer was granted while the key was held ({before:#x})");
+        // SAFETY: the key is held exclusively (checked above); loom checks the claim.
+        self.1.with_mut(|data| unsafe { *data += 1 });
     }
 
     fn leave_writer(&self) {
-        self.0.fetch_sub(Self::WRITER, SeqCst);
+        self.0.fetch_sub(Self::WRITER, Relaxed);
     }
 
     fn enter_reader(&self) {
-        let before = self.0.fetch_add(1, SeqCst);
+        let before = self.0.fetch_add(1, Relaxed);
         assert_eq!(before & !(Self::WRITER - 1), 0, "a reader was granted while a writer held the key");
+        // SAFETY: the key is held shared (no writer, checked above); loom checks the claim.
+        let _ = self.1.with(|data| unsafe { *data });
     }
 
     fn leave_reader(&self) {
-        self.0.fetch_sub(1, SeqCst);
+        self.0.fetch_sub(1, Relaxed);
     }
 }
 
