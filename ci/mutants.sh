@@ -19,6 +19,11 @@
 #   bias_free_pinned  a fast grant's release frees its cell while a revoker is reading it
 #   bias_visit_relaxed  a revoker reads a given-up cell's state Relaxed: the reader's critical
 #                       section is not ordered before the writer's (a data race on guarded data)
+#   direct_unclaimed  latch holders ignore direct grants (a batch is granted beside a direct holder)
+#   direct_dropped    a claim of a direct word forgets the grant it was moving into the record
+#   direct_blind      a direct request swaps its word in whatever it held (takes a claimed word)
+#   direct_release_relaxed  a direct release's exchange is Relaxed: the next holder's critical
+#                           section is not ordered after this one's (a data race on guarded data)
 #   skip_keep_record     Durable::keep acknowledges a ticket it never journaled (lost locks)
 #   skip_release_record  Durable::end releases without journaling it (stale locks after a restart)
 #   no_epoch_floor       recovery does not lift fencing tokens above the previous runs'
@@ -110,6 +115,12 @@ expect_caught bias_no_fence "loom: a biased reader and a writer" loom biased_rea
 expect_caught bias_no_abort "loom: a biased reader and a writer" loom biased_reader_and_writer_exclude_and_finish
 expect_caught bias_free_pinned "loom: a biased reader and a writer" loom biased_reader_and_writer_exclude_and_finish
 expect_caught bias_visit_relaxed "loom: a biased reader and a writer" loom biased_reader_and_writer_exclude_and_finish
+expect_caught direct_unclaimed "the proptest oracle"             test --test oracle
+expect_caught direct_unclaimed "loom: direct grants and a batch"  loom direct_grants_and_a_batch_exclude_and_finish
+expect_caught direct_dropped "the stress test's shadow checker"   test --test stress
+expect_caught direct_dropped "loom: a direct release races a claim" loom a_direct_release_races_a_claim
+expect_caught direct_blind "loom: direct grants and a batch"      loom direct_grants_and_a_batch_exclude_and_finish
+expect_caught direct_release_relaxed "loom: direct grants and a batch" loom direct_grants_and_a_batch_exclude_and_finish
 expect_caught no_wake   "the proptest oracle"                   test --test oracle
 expect_caught no_wake   "the stress test"                       test --test stress
 expect_caught grant_all "the lifecycle model (real table)"      model --test lifecycle the_real_engine

@@ -259,7 +259,9 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     #[inline(always)]
     fn resolve(&self, latches: &mut Latches<'_, K>, entries: &mut Entries<K>) {
         for e in entries.iter_mut() {
-            e.slot = latches.state(e).find_or_insert(e.hash, &e.key);
+            let st = latches.state(e);
+            self.claim_word(st, e.shard, e.hash);
+            e.slot = st.find_or_insert(e.hash, &e.key);
         }
         // A key named twice is in one shard: only a shard with two entries can hold a repeat.
         if entries.windows(2).any(|w| w[0].shard == w[1].shard) {
@@ -306,15 +308,18 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         // The grant's id and time, taken before latching so the latches are held for less (an
         // `rdtsc` is ~15 ns here); a refused request simply does not use them.
         let (grant, since) = (GrantId(unique_id()), self.clock.now());
-        if queued.is_none() && self.try_fast(p, grant, since) {
-            return None; // granted on the thread's reader slot (`bias.rs`)
+        if queued.is_none() && (self.try_direct(p, grant, since) || self.try_fast(p, grant, since)) {
+            return None; // granted by its word (`direct.rs`) or on a reader slot (`bias.rs`)
         }
         if p.entries.len() == 1 {
             // One key, the common case: one latch and no list of latches to build.
             let shard = p.entries[0].shard;
             let mut st = self.shards[usize::from(shard)].lock();
             let at = match queued {
-                None => st.find_or_insert(p.entries[0].hash, &p.entries[0].key),
+                None => {
+                    self.claim_word(&mut st, shard, p.entries[0].hash);
+                    st.find_or_insert(p.entries[0].hash, &p.entries[0].key)
+                }
                 Some((node, _)) => {
                     node.clear();
                     p.entries[0].slot

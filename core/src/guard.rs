@@ -2,6 +2,7 @@
 
 use crate::bias::NO_READER;
 use crate::clock::Stamp;
+use crate::direct::DIRECT;
 use crate::grant::{Entries, Entry};
 use crate::mode::Mode;
 use crate::request::Owner;
@@ -92,7 +93,11 @@ impl<'t, K: Hash + Eq + Clone> LockSet<'t, K> {
     pub fn into_ticket(mut self) -> Ticket<K> {
         if self.reader != NO_READER {
             // A ticket is released through the records: move a fast grant into them first.
-            self.table.migrate_grant(self.reader, self.grant, &mut self.entries);
+            if self.reader & DIRECT != 0 {
+                self.table.migrate_direct(self.reader, &mut self.entries);
+            } else {
+                self.table.migrate_grant(self.reader, self.grant, &mut self.entries);
+            }
             self.reader = NO_READER;
         }
         let locks = self
@@ -123,6 +128,8 @@ impl<K: Hash + Eq + Clone> Drop for LockSet<'_, K> {
         if let (Some(since), false) = (self.since, self.entries.is_empty()) {
             if self.reader == NO_READER {
                 self.table.release_entries(self.grant, &mut self.entries, since);
+            } else if self.reader & DIRECT != 0 {
+                self.table.release_direct(self.reader, self.grant, &mut self.entries, since);
             } else {
                 self.table.release_fast(self.reader, self.grant, &mut self.entries, since);
             }

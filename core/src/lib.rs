@@ -54,6 +54,8 @@ mod backend;
 mod bias;
 mod clock;
 mod conflict;
+#[allow(unsafe_code)]
+mod direct;
 mod grant;
 mod guard;
 #[cfg(not(loom))]

@@ -108,6 +108,7 @@ impl Metrics {
             owner_releases: sum(Counter::OwnerReleases),
             forced_releases: sum(Counter::ForcedReleases),
             biased_grants: 0,
+            direct_grants: 0,
             revocations: sum(Counter::Revocations),
             wait_time: hist(|s| &s.wait_ns),
             hold_time: hist(|s| &s.hold_ns),
@@ -169,6 +170,9 @@ pub struct MetricsSnapshot {
     /// Of `grants`, those made without the shard latches, on read-biased keys
     /// ([`Builder::read_bias`](crate::Builder::read_bias)).
     pub biased_grants: u64,
+    /// Of `grants`, one-key grants made without the shard latch, by one compare-exchange
+    /// ([`Builder::direct`](crate::Builder::direct)).
+    pub direct_grants: u64,
     /// Read biases revoked (by a conflicting request, or to show every holder).
     pub revocations: u64,
     /// Time from queueing to the grant, for requests that waited and got their locks.

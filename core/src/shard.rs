@@ -19,9 +19,11 @@
 //! and a warm shard allocates nothing.
 
 use crate::bias::ShardBias;
+use crate::direct::ShardWords;
 use crate::slot::Slot;
 use crate::sync::{Mutex, MutexGuard};
 use hashbrown::HashTable;
+use std::sync::Arc;
 
 /// Idle records a shard keeps in its index for keys that may be taken again soon. Measured on
 /// one thread (`ci/opcount.sh`): freeing at once and making the record again cost a warm 1-key
@@ -40,8 +42,9 @@ const NO_FREE: u32 = u32::MAX;
 pub(crate) struct Shard<K>(Mutex<ShardState<K>>);
 
 impl<K> Shard<K> {
-    pub(crate) fn new(token_floor: u64) -> Self {
+    pub(crate) fn new(token_floor: u64, words: Arc<ShardWords>) -> Self {
         Self(Mutex::new(ShardState {
+            words,
             index: HashTable::new(),
             slots: Vec::new(),
             free_head: NO_FREE,
@@ -98,6 +101,9 @@ pub(crate) struct ShardState<K> {
     pub(crate) releases: u64,
     /// The shard's read biases (`bias.rs`), made on its first.
     pub(crate) bias: Option<Box<ShardBias>>,
+    /// The shard's direct words (`direct.rs`): a record made or freed counts itself in or out
+    /// of its key's word.
+    words: Arc<ShardWords>,
 }
 
 impl<K: Eq> ShardState<K> {
@@ -115,12 +121,15 @@ impl<K: Eq> ShardState<K> {
     where
         K: Clone,
     {
-        let Self { index, slots, free_head, floor, .. } = self;
+        let Self { index, slots, free_head, floor, words, .. } = self;
         // One probe: the entry is either the key's or the vacant place for it.
         match index.entry(hash, |&(h, i)| h == hash && slots[i as usize].is_key(key), |&(h, _)| h) {
             hashbrown::hash_table::Entry::Occupied(e) => e.get().1,
             hashbrown::hash_table::Entry::Vacant(e) => {
-                let at = Self::make_record(slots, free_head, *floor, hash, key.clone());
+                // The key's word (claimed by the caller) counts the record in, and its tokens
+                // continue the word's.
+                let floor = (*floor).max(words.record_made(hash));
+                let at = Self::make_record(slots, free_head, floor, hash, key.clone());
                 e.insert((hash, at));
                 at
             }
@@ -175,10 +184,11 @@ impl<K: Eq> ShardState<K> {
 
     /// Frees the (live, idle) record at `at`.
     fn free(&mut self, at: u32) {
-        let s = &mut self.slots[at as usize];
+        let s = &self.slots[at as usize];
         debug_assert!(s.live && s.is_idle() && !s.kept_idle);
-        let hash = s.hash;
-        self.floor = self.floor.max(s.last_token);
+        let (hash, last) = (s.hash, s.last_token);
+        self.floor = self.floor.max(last).max(self.words.record_freed(hash, last));
+        let s = &mut self.slots[at as usize];
         s.live = false;
         s.next_free = self.free_head;
         self.free_head = at;
@@ -249,7 +259,7 @@ mod tests {
 
     #[test]
     fn idle_records_stay_for_a_while_then_are_freed_oldest_first() {
-        let shard: Shard<u64> = Shard::new(100);
+        let shard: Shard<u64> = Shard::new(100, Arc::new(ShardWords::new(100, false)));
         let mut st = shard.lock();
         // Ten keys, each made and left idle at once: only the last IDLE_KEPT stay indexed.
         let at: Vec<u32> = (0..10u64).map(|k| st.find_or_insert(k, &k)).collect();

@@ -222,6 +222,15 @@ impl<K> Slot<K> {
         token
     }
 
+    /// Records a holder granted elsewhere (a direct grant moved into its record), with the
+    /// token it was given there.
+    pub(crate) fn adopt_holder(&mut self, modes: &ModeTable, rec: HeldBy) {
+        debug_assert!(modes.compatible_with_set(rec.mode, self.held), "an adopted holder conflicts");
+        self.last_token = self.last_token.max(rec.token);
+        self.held |= rec.mode.bit();
+        self.holders.push(rec);
+    }
+
     /// Removes the holder record of `grant`, if any.
     pub(crate) fn remove_holder(&mut self, grant: GrantId) -> Option<HeldBy> {
         let at = self.holders.iter().position(|h| h.grant == grant)?;

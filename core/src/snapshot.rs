@@ -71,6 +71,8 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     /// every bias and reads them from the records.
     pub fn snapshot(&self) -> Snapshot<K> {
         let mut shards = self.lock_all();
+        // No direct grant comes or goes until `open_all`; the ones held are in records now.
+        self.close_all(&mut shards);
         let fast = self.bias.fast_cut(SNAPSHOT_PASSES).unwrap_or_else(|| {
             self.settle_all(&mut shards);
             Vec::new()
@@ -110,6 +112,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
                 }));
             }
         }
+        self.open_all();
         drop(shards);
         Snapshot { held, waiting, taken_at }
     }

@@ -18,6 +18,7 @@
 use crate::bias::{Bias, READS_TO_BIAS};
 use crate::clock::{Anchor, Clock};
 use crate::conflict::Holder;
+use crate::direct::Direct;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::mode::ModeTable;
 use crate::pool::EntryPool;
@@ -65,6 +66,8 @@ pub struct LockTable<K> {
     pub(crate) clock: Clock,
     /// Shared grants of hot keys that skip the shard latch (`bias.rs`).
     pub(crate) bias: Bias<K>,
+    /// One-key grants of free keys that skip the shard latch (`direct.rs`).
+    pub(crate) direct: Direct<K>,
 }
 
 /// Builds a [`LockTable`] with non-default settings.
@@ -74,6 +77,7 @@ pub struct Builder {
     shards: usize,
     token_floor: u64,
     reads_to_bias: u8,
+    direct: bool,
 }
 
 impl Default for Builder {
@@ -85,7 +89,7 @@ impl Default for Builder {
 impl Builder {
     /// Default settings: shared/exclusive modes, 512 shards, tokens from 1.
     pub fn new() -> Self {
-        Builder { modes: ModeTable::default(), shards: 512, token_floor: 0, reads_to_bias: READS_TO_BIAS }
+        Builder { modes: ModeTable::default(), shards: 512, token_floor: 0, reads_to_bias: READS_TO_BIAS, direct: true }
     }
 
     /// The lock modes and their compatibility (default: shared/exclusive).
@@ -104,6 +108,27 @@ impl Builder {
     /// holders as they show any other.
     pub fn read_bias(mut self, reads: u8) -> Self {
         self.reads_to_bias = reads;
+        self
+    }
+
+    /// Direct grants: a request of one key that nobody holds or waits for is granted by one
+    /// compare-exchange of an atomic word, without the shard latch, and released by another
+    /// (see `docs/design.md`, "Direct grants"). Default: on. Keys that own heap memory (a
+    /// `String`, say) always go through the latches, since a direct grant keeps its own copy
+    /// of the key.
+    ///
+    /// Nothing a caller sees changes: conflicts, snapshots, tickets, tokens and releases show
+    /// direct holders as they show any other.
+    ///
+    /// ```
+    /// use lockcore::{LockTable, Request};
+    /// let table: LockTable<u64> = LockTable::<u64>::builder().direct(false).build();
+    /// let set = table.try_acquire(Request::new("cmd").exclusive(7)).unwrap();
+    /// assert_eq!(table.metrics().direct_grants, 0);
+    /// # drop(set);
+    /// ```
+    pub fn direct(mut self, on: bool) -> Self {
+        self.direct = on;
         self
     }
 
@@ -136,10 +161,11 @@ impl Builder {
     /// Makes the table.
     pub fn build<K>(self) -> LockTable<K> {
         let bias = Bias::new(self.shards, self.reads_to_bias, &self.modes);
+        let direct = Direct::new(self.direct, self.shards, self.token_floor);
         LockTable {
             id: TableId(unique_id() ^ foldhash::fast::RandomState::default().hash_one(0u8)),
             modes: self.modes,
-            shards: (0..self.shards).map(|_| Shard::new(self.token_floor)).collect(),
+            shards: direct.words.iter().map(|w| Shard::new(self.token_floor, w.clone())).collect(),
             shard_mask: self.shards - 1,
             hasher: IndexHasher::default(),
             wait_seq: AtomicU64::new(0),
@@ -147,6 +173,7 @@ impl Builder {
             pool: EntryPool::new(),
             clock: Clock::new(),
             bias,
+            direct,
         }
     }
 }
@@ -201,6 +228,10 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         m.grants += grants;
         m.biased_grants = grants;
         m.releases += releases;
+        let (grants, releases) = self.direct.counts();
+        m.grants += grants;
+        m.direct_grants = grants;
+        m.releases += releases;
         m
     }
 
@@ -224,6 +255,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     pub(crate) fn lock_settled(&self, shard: u16) -> MutexGuard<'_, ShardState<K>> {
         let mut st = self.shards[usize::from(shard)].lock();
         self.settle(&mut st, shard);
+        self.claim_shard(&mut st, shard);
         st
     }
 
@@ -248,13 +280,17 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     /// ```
     pub fn key_count(&self) -> usize {
         // At most 2^16 shards.
-        (0..self.shards.len()).map(|s| self.keys_in_use(&self.shards[s].lock(), s as u16)).sum()
+        (0..self.shards.len())
+            .map(|s| self.keys_in_use(&self.shards[s].lock(), s as u16) + self.direct_keys(s as u16))
+            .sum()
     }
 
     /// The holders of `key` right now (empty if nobody holds it).
     pub fn holders(&self, key: &K) -> Vec<Holder> {
         let (hash, shard) = self.place(key);
-        let st = self.shards[usize::from(shard)].lock();
+        let mut st = self.shards[usize::from(shard)].lock();
+        // A direct holder of the key (or of another key of its word) moves into a record.
+        self.claim_held(&mut st, shard, hash);
         let Some(at) = st.find(hash, key) else { return Vec::new() };
         let anchor = self.clock.anchor();
         let mut out: Vec<Holder> =

@@ -93,7 +93,8 @@ fn read_biased_requests_allocate_nothing() {
         for _ in 0..20 {
             drop(table.try_acquire(shared(0..n)).unwrap());
         }
-        let (grants_before, fast_before) = (table.metrics().grants, table.metrics().biased_grants);
+        let m = table.metrics();
+        let (grants_before, fast_before) = (m.grants, m.biased_grants + m.direct_grants);
         for round in 0..100 {
             let req = shared(0..n);
             let before = allocations();
@@ -102,8 +103,28 @@ fn read_biased_requests_allocate_nothing() {
             assert_eq!(allocations() - before, 0, "{n} shared keys, round {round}: the acquire path allocated");
         }
         assert_eq!(table.metrics().grants - grants_before, 100);
-        assert_eq!(table.metrics().biased_grants - fast_before, 100, "{n} shared keys: not granted on the fast path");
+        // One key nobody else holds is granted directly (direct.rs), more keys on the slot.
+        let m = table.metrics();
+        assert_eq!(m.biased_grants + m.direct_grants - fast_before, 100, "{n} shared keys: not granted on a fast path");
     }
+}
+
+#[test]
+fn direct_grants_of_new_keys_allocate_nothing() {
+    // A one-key request of a key nobody holds is granted by its word (direct.rs): no record,
+    // so not even a key new to the table allocates.
+    let table: LockTable<u64> = LockTable::new();
+    let owner = Owner::new("cmd");
+    drop(table.try_acquire(Request::new(owner.clone()).exclusive(0)).unwrap());
+    let direct_before = table.metrics().direct_grants;
+    let before = allocations();
+    for k in 1..=1000u64 {
+        let set = table.try_acquire(Request::new(owner.clone()).exclusive(k)).unwrap();
+        assert!(set.token(&k).is_some());
+        drop(set);
+    }
+    assert_eq!(allocations() - before, 0, "a direct grant allocated");
+    assert_eq!(table.metrics().direct_grants - direct_before, 1000);
 }
 
 #[test]
@@ -113,8 +134,9 @@ fn the_counter_sees_allocations() {
     let v: Vec<u64> = Vec::with_capacity(32);
     assert!(allocations() > before);
     drop(v);
-    // And a request for a key new to the table does allocate (its slot).
-    let table: LockTable<u64> = LockTable::new();
+    // And a request for a key new to the table does allocate (its record), where it is
+    // granted through the latches.
+    let table: LockTable<u64> = LockTable::<u64>::builder().direct(false).build();
     let r = Request::new("cmd").exclusive(12345);
     let before = allocations();
     drop(table.try_acquire(r).unwrap());

@@ -442,9 +442,11 @@ fn record_reuse_races_with_a_grant() {
 }
 
 /// A table whose keys are read-biased after one grant (`bias.rs`): a thread's second shared
-/// request of a key takes it on the thread's reader slot, without the shard latch.
+/// request of a key takes it on the thread's reader slot, without the shard latch. Direct grants
+/// off: a one-key read of a free key would be granted by its word (`direct.rs`, with models of
+/// its own below) and never biased.
 fn biased_table() -> Table {
-    Arc::new(LockTable::<&str>::builder().shards(4).read_bias(1).build())
+    Arc::new(LockTable::<&str>::builder().shards(4).read_bias(1).direct(false).build())
 }
 
 /// A reader takes a key twice (the first grant biases it, the second goes through its reader
@@ -563,5 +565,87 @@ fn snapshot_falls_back_to_revoking_and_still_shows_grants_whole() {
     check("snapshot_falls_back_to_revoking_and_still_shows_grants_whole", || {
         let (shown, fell_back) = snapshot_during_a_fast_grant();
         shown && fell_back
+    });
+}
+
+/// A one-key request that is granted directly (by its word, `direct.rs`) twice in a row, and a
+/// blocking batch of the same key and another, which must claim the word and move a direct
+/// grant into the key's record before deciding: never both hold, both finish (a release that
+/// lost its word to the claim must wake the batch through the record), and the fencing tokens of
+/// the shared key increase in the order the grants held it.
+///
+/// Catches `direct_unclaimed` (the batch ignores a direct holder), `direct_dropped` (a claimed
+/// direct grant is forgotten) and `direct_blind` (a direct request takes a claimed word).
+#[test]
+fn direct_grants_and_a_batch_exclude_and_finish() {
+    check("direct_grants_and_a_batch_exclude_and_finish", || {
+        let t = table();
+        let shadow = Shadow::new();
+        let tokens = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let spawn = |owner: &'static str, keys: &'static [&'static str], times: usize, slot: usize| {
+            let (t, shadow, tokens) = (Arc::clone(&t), Arc::clone(&shadow), Arc::clone(&tokens));
+            thread::spawn(move || {
+                lockcore::loom_set_reader_slot(slot);
+                for _ in 0..times {
+                    let req = keys.iter().fold(Request::new(owner), |r, k| r.exclusive(*k));
+                    let set = t.acquire(req, FOREVER).unwrap();
+                    shadow.enter_writer();
+                    let token = set.token(&"k").expect("an exclusive grant has a token").0;
+                    tokens.lock().unwrap().push(token);
+                    shadow.leave_writer();
+                    drop(set);
+                }
+            })
+        };
+        let direct = spawn("D", &["k"], 2, 0);
+        let batch = spawn("B", &["k", "j"], 1, 1);
+        direct.join().unwrap();
+        batch.join().unwrap();
+        let tokens = tokens.lock().unwrap().clone();
+        assert_eq!(tokens.len(), 3);
+        assert!(tokens.windows(2).all(|w| w[0] < w[1]), "tokens of k did not increase: {tokens:?}");
+        let m = t.metrics();
+        assert_eq!(m.grants, 3);
+        assert_eq!(m.releases, 3);
+        assert_idle(&t, &["k", "j"]);
+        // The case: a direct grant that the batch had to wait behind.
+        m.direct_grants > 0 && m.waits > 0
+    });
+}
+
+/// A direct grant released while another thread's `try_acquire` of the key claims its word:
+/// the claim either sees the key free or reports the direct holder, with its message, and the
+/// release then goes through the record; nothing is left held either way.
+///
+/// Catches `direct_dropped` (the conflict names nobody, or the key is granted twice).
+#[test]
+fn a_direct_release_races_a_claim() {
+    check("a_direct_release_races_a_claim", || {
+        let t = table();
+        let set = t.try_acquire(Request::new("D").exclusive_with("k", lockcore::LockMessage::new("busy"))).unwrap();
+        assert_eq!(t.metrics().direct_grants, 1);
+        let t2 = Arc::clone(&t);
+        let other = thread::spawn(move || {
+            lockcore::loom_set_reader_slot(1);
+            match t2.try_acquire(Request::new("O").exclusive("k")) {
+                Ok(set) => {
+                    drop(set);
+                    false
+                }
+                Err(e) => {
+                    let c = e.conflict().expect("a conflict");
+                    let holders: Vec<_> = c.keys[0].holders.iter().map(|h| h.owner.as_str().to_string()).collect();
+                    assert_eq!(holders, ["D"], "the conflict does not name the direct holder");
+                    assert!(c.keys[0].holders[0].message.is_some());
+                    true
+                }
+            }
+        });
+        drop(set);
+        let refused = other.join().unwrap();
+        assert_idle(&t, &["k"]);
+        let m = t.metrics();
+        assert_eq!(m.releases, m.grants, "a grant was not released");
+        refused
     });
 }
