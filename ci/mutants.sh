@@ -22,6 +22,7 @@
 #   direct_unclaimed  latch holders ignore direct grants (a batch is granted beside a direct holder)
 #   direct_dropped    a claim of a direct word forgets the grant it was moving into the record
 #   direct_blind      a direct request swaps its word in whatever it held (takes a claimed word)
+#   direct_no_abort   a claim leaves a tentative direct batch alone (it turns held unseen)
 #   direct_release_relaxed  a direct release's exchange is Relaxed: the next holder's critical
 #                           section is not ordered after this one's (a data race on guarded data)
 #   skip_keep_record     Durable::keep acknowledges a ticket it never journaled (lost locks)
@@ -117,10 +118,11 @@ expect_caught bias_free_pinned "loom: a biased reader and a writer" loom biased_
 expect_caught bias_visit_relaxed "loom: a biased reader and a writer" loom biased_reader_and_writer_exclude_and_finish
 expect_caught direct_unclaimed "the proptest oracle"             test --test oracle
 expect_caught direct_unclaimed "loom: direct grants and a batch"  loom direct_grants_and_a_batch_exclude_and_finish
-expect_caught direct_dropped "the stress test's shadow checker"   test --test stress
+expect_caught direct_dropped "the direct-grant tests"             test --test direct
 expect_caught direct_dropped "loom: a direct release races a claim" loom a_direct_release_races_a_claim
 expect_caught direct_blind "loom: direct grants and a batch"      loom direct_grants_and_a_batch_exclude_and_finish
 expect_caught direct_release_relaxed "loom: direct grants and a batch" loom direct_grants_and_a_batch_exclude_and_finish
+expect_caught direct_no_abort "loom: a direct batch and a claimer" loom a_direct_batch_and_a_claimer_exclude
 expect_caught no_wake   "the proptest oracle"                   test --test oracle
 expect_caught no_wake   "the stress test"                       test --test stress
 expect_caught grant_all "the lifecycle model (real table)"      model --test lifecycle the_real_engine

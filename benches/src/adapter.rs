@@ -4,22 +4,38 @@ use crate::baseline::{Access, Baseline, Lock};
 use lockcore::{LockSet, LockTable, Mode, Owner, Request};
 use std::time::Duration;
 
+/// The name of lockcore with direct grants off.
+pub const LATCHED: &str = "lockcore-latched";
+
 thread_local! {
     /// One owner per thread, made once: requests clone it (an `Arc` increment), as an engine
     /// whose command ids are already `Owner`s would.
     static OWNER: Owner = Owner::new(format!("bench-{:?}", std::thread::current().id()));
 }
 
-/// `lockcore::LockTable<u64>` with default settings.
-#[derive(Default)]
+/// `lockcore::LockTable<u64>` with default settings (or, as `lockcore-latched`, with direct
+/// grants off: every one-key request through the shard latches, for an A/B of the direct path
+/// in one run; `--impls lockcore-latched`).
 pub struct Lockcore {
     table: LockTable<u64>,
+    name: &'static str,
+}
+
+impl Default for Lockcore {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Lockcore {
     /// An empty table.
     pub fn new() -> Self {
-        Self::default()
+        Self { table: LockTable::new(), name: "lockcore" }
+    }
+
+    /// An empty table with direct grants off (`Builder::direct(false)`).
+    pub fn latched() -> Self {
+        Self { table: LockTable::<u64>::builder().direct(false).build(), name: LATCHED }
     }
 
     /// The table itself.
@@ -44,7 +60,7 @@ impl Baseline for Lockcore {
     type Held<'a> = LockSet<'a, u64>;
 
     fn name(&self) -> &'static str {
-        "lockcore"
+        self.name
     }
 
     fn try_acquire(&self, locks: &[Lock]) -> Option<LockSet<'_, u64>> {
@@ -77,5 +93,6 @@ mod tests {
     #[test]
     fn lockcore_exclusion() {
         check_exclusion(&Lockcore::new());
+        check_exclusion(&Lockcore::latched());
     }
 }

@@ -83,17 +83,22 @@ pub fn matrix() -> Vec<Row> {
 }
 
 /// Fresh instances of every implementation, lockcore first, the limit proxy last; with
-/// `only`, lockcore and the named ones.
+/// `only`, lockcore and the named ones (`lockcore-latched`, lockcore with direct grants off,
+/// runs only when named).
 pub fn contenders(only: Option<&[String]>) -> Vec<Box<dyn Contender>> {
-    let all: Vec<Box<dyn Contender>> = vec![
-        Box::new(Lockcore::new()),
+    let named = |n: &str| only.is_some_and(|o| o.iter().any(|x| x == n));
+    let mut all: Vec<Box<dyn Contender>> = vec![Box::new(Lockcore::new())];
+    if named(crate::adapter::LATCHED) {
+        all.push(Box::new(Lockcore::latched()));
+    }
+    all.extend::<Vec<Box<dyn Contender>>>(vec![
         Box::new(StdGlobal::new()),
         Box::new(ParkingLotGlobal::new()),
         Box::new(DashCounts::new()),
         Box::new(DashRwLocks::new()),
         Box::new(TokioRwLocks::new()),
         Box::new(AtomicWords::new()),
-    ];
+    ]);
     all.into_iter().filter(|c| c.name() == "lockcore" || only.is_none_or(|o| o.iter().any(|n| n == c.name()))).collect()
 }
 

@@ -22,6 +22,9 @@ use std::time::{Duration, Instant};
 pub(crate) struct Stamp(u64);
 
 impl Stamp {
+    /// A stamp before every reading (for cells not in use).
+    pub(crate) const ZERO: Stamp = Stamp(0);
+
     /// This stamp moved on by `factor` times the time from `start` to it.
     pub(crate) fn later_by(self, start: Stamp, factor: u64) -> Stamp {
         Stamp(self.0.saturating_add(self.0.saturating_sub(start.0).saturating_mul(factor)))

@@ -1,5 +1,5 @@
-//! Direct grants: a one-key request on a key nobody holds, decided by one compare-exchange on
-//! an atomic word, without the shard latch.
+//! Direct grants: a request of up to [`MAX_KEYS`] keys that nobody holds, granted by
+//! compare-exchanges on atomic words, without the shard latches.
 //!
 //! # Implementation details
 //!
@@ -8,29 +8,32 @@
 //!
 //! ```text
 //!   EMPTY(token)        no record of any of its keys is in the shard's index, nobody holds one
-//!   FAST(cell, token)   exactly one of its keys is held, by the direct grant in `cell`; no record
+//!   FAST(cell, token)   one of its keys is taken by the direct grant in `cell`; no record
 //!   LATCHED(n, token)   n records of its keys are in the index: the records are the whole truth
 //!   OFF                 records only, for ever (direct grants off, or tokens past 46 bits)
 //! ```
 //!
-//! A one-key request whose word is EMPTY writes its grant (key, owner, mode, message, time,
-//! token) into a free *cell* of its thread's reader slot and then swings the word from EMPTY to
-//! FAST(cell) with one compare-exchange (Release: it publishes the cell). That exchange is the
-//! grant: no latch, no record, no index, and no line of another core but the word's. The
-//! guard's release swings it back to EMPTY with another exchange and frees the cell.
+//! A request whose words are all EMPTY takes a free *cell* of its thread's reader slot (an
+//! exchange of the cell's state from FREE to TENTATIVE), writes its grant into it (owner, time,
+//! and per key the key, mode, message and token), swings each key's word from EMPTY to
+//! FAST(cell) by compare-exchange, and then turns the cell HELD with one more: that exchange
+//! is the grant, made whole at one instant (for one key, the word's exchange is the grant and
+//! the cell is HELD before it). No latch, no record, no index. If a word is not EMPTY or an
+//! exchange fails, it gives back the words it took and goes through the latches as if it had
+//! never tried. The guard's release turns the cell RELEASING (the grant is released at that
+//! exchange), swings each word back to EMPTY, and frees the cell.
 //!
-//! Everything else works on records, under the shard's latch, and a latch holder only ever
+//! Everything else works on records, under the shard latches, and a latch holder only ever
 //! *claims* words: before it looks a key up (to decide on it, or to show its holders) it moves
-//! the key's word to LATCHED. From EMPTY that is one exchange. From FAST(cell) it is one
-//! exchange too (AcqRel: it reads the cell's data as published), after which it copies the
-//! direct grant into a record of its key, with its token: from then on the record holds it, as
-//! if it had been granted through the latches. A latch holder never waits for a direct
-//! grant and a direct grant never waits for anybody; a direct request that finds its word not
-//! EMPTY (or loses the exchange) goes through the latches, and a direct release that loses its
-//! exchange (the word was claimed: its grant is now in a record) releases through the record,
-//! under the latch, and only then frees its cell. That latch is what keeps the cell's data
-//! alive for the claimer that is copying it: the claimer holds the latch from its exchange
-//! until it has copied.
+//! the key's word to LATCHED by exchange. If the word named a cell, it looks at the cell: a
+//! TENTATIVE grant it aborts (an exchange to ABORTED, so the taker's exchange to HELD fails and
+//! the taker goes through the latches); a HELD one it marks "some key moved" and copies, for the
+//! key of that word, into the key's record with its token: from then on the record holds that
+//! key, as if it had been granted through the latches. RELEASING or ABORTED needs nothing. A
+//! latch holder never waits for a direct request and a direct request never waits for anybody
+//! until it has failed; a direct release (or a taker giving up) that loses a word to a claim
+//! releases that key through its record, under the latch, and frees the cell only after every
+//! such latch: that is what keeps the cell alive for a claimer reading it.
 //!
 //! While a word is LATCHED only latch holders write it (a direct request's exchange from EMPTY
 //! fails on it): a new record counts itself in, a freed one counts itself out and folds its
@@ -38,21 +41,25 @@
 //! never passes a holder or a waiter (both are in records: the word is LATCHED), and tokens keep
 //! increasing per key across direct grants, records and freed records.
 //!
-//! A cell is taken by a compare-exchange of its grant word from 0 (Acquire: after whoever freed
-//! it last) and freed by a store of 0 (Release: after its data is dropped), so a guard may be
-//! released on any thread. Keys that own heap memory (`needs_drop`) are not granted directly:
-//! a cell keeps its own copy of the key, and cloning such a key would allocate on every grant.
+//! A snapshot latches every shard and *closes* every word: EMPTY ones become LATCHED with no
+//! record, and a HELD grant met on any word is turned MOVED and moved into its records whole
+//! (every word of it claimed), so no direct grant comes, goes, or shows on some keys only while
+//! it reads; it opens the words again before unlatching. `into_ticket` moves a grant whole the
+//! same way, with the latches of all its shards.
 //!
-//! A snapshot latches every shard and *closes* every word (EMPTY to LATCHED(0), FAST claimed),
-//! so no direct grant comes or goes while it reads, and opens them again before unlatching.
+//! Keys that own heap memory (`needs_drop`) are not granted directly: a cell keeps its own copy
+//! of each key, and cloning such a key would allocate on every grant.
 
 use crate::clock::Stamp;
-use crate::grant::{notify_all, Entry, Prepared};
+use crate::grant::{notify_all, Entry, Latches, Prepared};
+use crate::mode::Mode;
+use crate::request::{LockMessage, Owner};
 use crate::shard::ShardState;
 use crate::slot::{HeldBy, WakeList};
 use crate::sync::{reader_slot, stat, AtomicU64, Ordering, UnsafeCell, READER_SLOTS};
 use crate::table::LockTable;
 use crate::ticket::GrantId;
+use smallvec::SmallVec;
 use std::hash::Hash;
 use std::sync::Arc;
 
@@ -165,35 +172,101 @@ impl ShardWords {
     }
 }
 
-/// A direct grant, in its cell.
-struct DirectGrant<K> {
+/// The most keys of a direct grant: larger requests go through the latches.
+pub(crate) const MAX_KEYS: usize = 8;
+
+/// A cell's state word: status in bits 0-2, the "some key moved" bit 3, the low 60 bits of the
+/// grant's id above, so a compare-exchange never mistakes a later grant in the same cell for the
+/// one it read.
+mod cell_state {
+    use crate::ticket::GrantId;
+    /// Nobody uses the cell.
+    pub(super) const FREE: u64 = 0;
+    /// A request of several keys is taking its words; it holds nothing yet.
+    pub(super) const TENTATIVE: u64 = 1;
+    /// Granted: every key's word names the cell, or was claimed and the key moved to its record.
+    pub(super) const HELD: u64 = 2;
+    /// A claimer aborted the tentative request (or it gave up): it will never hold.
+    pub(super) const ABORTED: u64 = 3;
+    /// Its guard is releasing it: nobody holds it any more (a claimer moves nothing).
+    pub(super) const RELEASING: u64 = 4;
+    /// A latch holder of every one of its shards moved every key into its record (a snapshot,
+    /// `into_ticket`): the records are the whole truth about it.
+    pub(super) const MOVED: u64 = 5;
+    const STATUS: u64 = 0b111;
+    /// A claimer moved some key of the HELD grant into its record (set before it moves): the
+    /// grant's release must look in the records for those keys, and a release that finds none
+    /// of them there (they were force-released) is no release.
+    pub(super) const SOME_MOVED: u64 = 1 << 3;
+
+    pub(super) fn of(status: u64, grant: GrantId) -> u64 {
+        grant.0 << 4 | status
+    }
+    pub(super) fn status(s: u64) -> u64 {
+        s & STATUS
+    }
+}
+use cell_state as cs;
+
+/// One key of a direct grant.
+struct DirectKey<K> {
     key: K,
     hash: u64,
-    holder: HeldBy,
+    shard: u16,
+    mode: Mode,
+    message: Option<LockMessage>,
+    token: u64,
 }
 
-/// One cell: the grant id of the direct grant in it (0: free) and the grant.
+/// A direct grant, in its cell: written by its taker while the cell is TENTATIVE (or before its
+/// one word is taken), read by claimers once it is HELD.
+struct DirectGrant<K> {
+    owner: Option<Owner>,
+    since: Stamp,
+    grant: GrantId,
+    /// In the order of the guard's entries; kept allocated from one grant to the next.
+    keys: Vec<DirectKey<K>>,
+}
+
+impl<K> DirectGrant<K> {
+    fn holder(&self, k: &DirectKey<K>) -> Option<HeldBy> {
+        Some(HeldBy {
+            grant: self.grant,
+            owner: self.owner.clone()?,
+            mode: k.mode,
+            message: k.message.clone(),
+            since: self.since,
+            token: k.token,
+            // At most MAX_KEYS.
+            n_keys: self.keys.len() as u32,
+        })
+    }
+}
+
+/// One cell.
 struct Cell<K> {
-    grant: AtomicU64,
-    data: UnsafeCell<Option<DirectGrant<K>>>,
+    state: AtomicU64,
+    data: UnsafeCell<DirectGrant<K>>,
 }
 
 /// A reader slot's direct cells, alone on their cache lines.
 #[repr(align(128))]
 struct Slot<K> {
     cells: [Cell<K>; CELLS],
-    /// Direct grants made on this slot, and released from their cells (not through a record).
+    /// Direct grants made on this slot, and releases of them by their guards.
     granted: stat::AtomicU64,
     released: stat::AtomicU64,
 }
 
-// SAFETY: a cell's data is written by whoever took the cell (its grant word's exchange from 0,
-// Acquire) before it publishes the grant (the direct word's exchange, Release), read by a
-// claimer after its exchange of that word (Acquire) while it holds the shard's latch, and
-// cleared by the grant's releaser, who frees the cell with a Release store of 0 after either
-// winning the word back (no claimer can reach the cell then) or taking the latch after a
-// claimer (who has copied it by then). The data holds a key (`K: Send + Sync` for the table to
-// be shared), an owner and a message (`Send + Sync`).
+// SAFETY: a cell's data is written by whoever took the cell (an Acquire exchange of its state
+// from FREE), while the cell is TENTATIVE or before its grant's one word names it; it is
+// published by a Release exchange (the state to HELD, or the one word to FAST) and read by a
+// claimer only after an Acquire load of HELD, while it holds the latch of a shard whose word
+// it claimed; it is cleared by the grant's releaser (or by a taker that gave up), who frees the
+// cell with a Release store after it won back every word it could (no claimer reaches the cell
+// through those) and took the latch of every shard whose word was claimed (after the claimer,
+// who has read by then). The data holds keys (`K: Send + Sync` for the table to be shared),
+// owners and messages (`Send + Sync`).
 unsafe impl<K: Send + Sync> Sync for Slot<K> {}
 
 /// A table's direct words and cells.
@@ -210,9 +283,13 @@ impl<K> Direct<K> {
     pub(crate) fn new(on: bool, shards: usize, floor: u64) -> Self {
         let on = on && !std::mem::needs_drop::<K>();
         let words = (0..shards).map(|_| Arc::new(ShardWords::new(floor, on))).collect();
+        let empty = || DirectGrant { owner: None, since: Stamp::ZERO, grant: GrantId(0), keys: Vec::new() };
         let slots = (0..if on { READER_SLOTS } else { 0 })
             .map(|_| Slot {
-                cells: std::array::from_fn(|_| Cell { grant: AtomicU64::new(0), data: UnsafeCell::new(None) }),
+                cells: std::array::from_fn(|_| Cell {
+                    state: AtomicU64::new(cs::FREE),
+                    data: UnsafeCell::new(empty()),
+                }),
                 granted: stat::AtomicU64::new(0),
                 released: stat::AtomicU64::new(0),
             })
@@ -220,7 +297,7 @@ impl<K> Direct<K> {
         Self { words, slots, on }
     }
 
-    /// Direct grants, and direct grants released from their cells, so far.
+    /// Direct grants, and releases of them by their guards, so far.
     pub(crate) fn counts(&self) -> (u64, u64) {
         // Relaxed: statistics.
         self.slots.iter().fold((0, 0), |(g, r), s| {
@@ -233,20 +310,28 @@ impl<K> Direct<K> {
         &self.slots[code / CELLS].cells[code % CELLS]
     }
 
+    fn slot_of(&self, code: u16) -> &Slot<K> {
+        &self.slots[usize::from(code & !DIRECT) / CELLS]
+    }
+
     /// Frees a cell whose grant is given up: drops its data, then marks it free.
-    fn free(&self, code: u16) {
+    fn free(&self, code: u16, grant: GrantId) {
         let cell = self.cell(code);
-        // SAFETY: the caller gave the grant up so that no claimer reads the data any more (it
-        // won the word back, or took the latch after the claimer), and only the grant's
-        // releaser frees a cell, once.
-        cell.data.with_mut(|d| unsafe { *d = None });
+        cell.data.with_mut(|d| {
+            // SAFETY: the caller gave the grant up so that no claimer reads the data any more
+            // (see the `Sync` impl), and only the grant's releaser frees a cell, once.
+            let g = unsafe { &mut *d };
+            g.owner = None;
+            g.keys.clear();
+        });
         // Release: the clear above happens before the next taker's exchange (Acquire).
-        cell.grant.store(0, Ordering::Release);
+        cell.state.store(cs::of(cs::FREE, grant), Ordering::Release);
     }
 }
 
-/// The ordering of a direct release's exchange: Release, or Relaxed in the deliberately broken
-/// variant `direct_release_relaxed` (the next holder is not ordered after this one).
+/// The ordering of a direct release's exchange of a word: Release, or Relaxed in the
+/// deliberately broken variant `direct_release_relaxed` (the next holder is not ordered after
+/// this one).
 fn release_order() -> Ordering {
     if cfg!(lockcore_mutant = "direct_release_relaxed") {
         Ordering::Relaxed
@@ -260,161 +345,413 @@ fn bump(c: &stat::AtomicU64) {
     c.fetch_add(1, stat::Ordering::Relaxed);
 }
 
+/// A key's word number in its shard.
+#[inline(always)]
+fn word_of(hash: u64) -> usize {
+    (hash >> 20) as usize & (WORDS - 1)
+}
+
 impl<K: Hash + Eq + Clone> LockTable<K> {
-    /// Grants a one-key request on a key nobody holds by an exchange of its direct word.
-    /// Returns whether it did; if not, the request goes through the latches as if never tried.
+    #[inline(always)]
+    fn word(&self, shard: u16, hash: u64) -> &AtomicU64 {
+        &self.direct.words[usize::from(shard)].0[word_of(hash)]
+    }
+
+    /// Grants a request of up to [`MAX_KEYS`] keys that nobody holds by exchanges of their
+    /// direct words. Returns whether it did; if not, the request goes through the latches as if
+    /// it had never tried (it holds nothing and left nothing behind).
     #[inline]
     pub(crate) fn try_direct(&self, p: &mut Prepared<'_, K>, grant: GrantId, since: Stamp) -> bool {
-        if !self.direct.on || p.entries.len() != 1 {
+        let n = p.entries.len();
+        if !self.direct.on || n > MAX_KEYS {
             return false;
         }
-        let e = &p.entries[0];
-        let a = self.direct.words[usize::from(e.shard)].of(e.hash);
-        // Relaxed: a guess; the exchange below decides, and reads nothing else through it.
-        let w = a.load(Ordering::Relaxed);
-        if word::kind(w) != word::EMPTY {
-            return false;
-        }
-        let fenced = self.modes.is_fenced(e.mode);
-        let (token, next) = if fenced { (word::token(w) + 1, word::token(w) + 1) } else { (0, word::token(w)) };
-        if next > word::TOKEN_MAX {
-            return false;
+        // Every word EMPTY (Relaxed: a guess; the exchanges decide), and no two keys on one word
+        // (a key named twice, or two keys sharing a word: the latches sort those out).
+        for (i, e) in p.entries.iter().enumerate() {
+            if word::kind(self.word(e.shard, e.hash).load(Ordering::Relaxed)) != word::EMPTY
+                || p.entries[..i].iter().any(|o| o.shard == e.shard && word_of(o.hash) == word_of(e.hash))
+            {
+                return false;
+            }
         }
         let Some(r) = reader_slot() else { return false };
         let slot = &self.direct.slots[r];
-        // Acquire: the last releaser's clear of the cell happens before this taker writes it.
-        let Some(c) = (0..CELLS)
-            .find(|&c| slot.cells[c].grant.compare_exchange(0, grant.0, Ordering::Acquire, Ordering::Relaxed).is_ok())
-        else {
+        // Acquire: the last user's clear of the cell happens before this taker writes it.
+        // Relaxed on failure and for the first look: only the exchange takes the cell.
+        let Some(c) = (0..CELLS).find(|&c| {
+            let s = slot.cells[c].state.load(Ordering::Relaxed);
+            cs::status(s) == cs::FREE
+                && slot.cells[c]
+                    .state
+                    .compare_exchange(s, cs::of(cs::TENTATIVE, grant), Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+        }) else {
             return false;
         };
+        let cell = &slot.cells[c];
         // At most 64 slots of 4 cells: the code fits below DIRECT.
         let code = DIRECT | (r * CELLS + c) as u16;
-        let holder =
-            HeldBy { grant, owner: p.owner.clone(), mode: e.mode, message: e.message.clone(), since, token, n_keys: 1 };
-        let data = DirectGrant { key: e.key.clone(), hash: e.hash, holder };
-        // SAFETY: the cell was free and this thread took it (the exchange above); nobody reads
-        // it before the word names it (below).
-        slot.cells[c].data.with_mut(|d| unsafe { *d = Some(data) });
-        let mine = word::of(word::FAST, u64::from(code & !DIRECT), next);
-        // AcqRel. Acquire: the previous holder's critical section (its release exchange, or
-        // the latch holder's store of EMPTY, is Release) happens before this one's. Release:
-        // publishes the cell's data to a claimer, whose exchange of the word is Acquire.
-        // Relaxed on failure: nothing was published, nothing is read.
-        let won = if cfg!(lockcore_mutant = "direct_blind") {
-            // Deliberately broken: takes the word whatever it held.
-            a.swap(mine, Ordering::AcqRel);
-            true
-        } else {
-            a.compare_exchange(w, mine, Ordering::AcqRel, Ordering::Relaxed).is_ok()
-        };
-        if !won {
-            self.direct.free(code);
+        cell.data.with_mut(|d| {
+            // SAFETY: this thread took the cell (the exchange above); nobody reads it before
+            // the grant is HELD.
+            let g = unsafe { &mut *d };
+            g.owner = Some(p.owner.clone());
+            g.since = since;
+            g.grant = grant;
+            if g.keys.capacity() < MAX_KEYS {
+                g.keys.reserve_exact(MAX_KEYS); // once per cell
+            }
+            g.keys.extend(p.entries.iter().map(|e| DirectKey {
+                key: e.key.clone(),
+                hash: e.hash,
+                shard: e.shard,
+                mode: e.mode,
+                message: e.message.clone(),
+                token: 0,
+            }));
+        });
+        // The words taken so far, as they now read.
+        let mut taken: SmallVec<[u64; MAX_KEYS]> = SmallVec::new();
+        for i in 0..n {
+            let (shard, hash, mode) = (p.entries[i].shard, p.entries[i].hash, p.entries[i].mode);
+            let a = self.word(shard, hash);
+            // Relaxed: a guess; the exchange decides.
+            let w = a.load(Ordering::Relaxed);
+            let fenced = self.modes.is_fenced(mode);
+            let next = word::token(w) + u64::from(fenced);
+            let token = if fenced { next } else { 0 };
+            let mut won = word::kind(w) == word::EMPTY && next <= word::TOKEN_MAX;
+            if won {
+                cell.data.with_mut(|d| {
+                    // SAFETY: as above; the grant is not HELD yet.
+                    unsafe { &mut *d }.keys[i].token = token;
+                });
+                if n == 1 {
+                    // One key: its word's exchange is the grant, so the cell is HELD before it.
+                    // Relaxed: published by that exchange (Release), read by a claimer after its
+                    // Acquire exchange of the word.
+                    cell.state.store(cs::of(cs::HELD, grant), Ordering::Relaxed);
+                }
+                let mine = word::of(word::FAST, u64::from(code & !DIRECT), next);
+                // AcqRel. Acquire: the previous holder's critical section (its release
+                // exchange, or the latch holder's store of EMPTY, is Release) happens before this
+                // one's. Release: publishes the cell's data (for one key) to a claimer, whose
+                // exchange of the word is Acquire. Relaxed on failure: nothing was published.
+                won = if cfg!(lockcore_mutant = "direct_blind") {
+                    // Deliberately broken: takes the word whatever it held.
+                    a.swap(mine, Ordering::AcqRel);
+                    true
+                } else {
+                    a.compare_exchange(w, mine, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+                };
+                if won {
+                    taken.push(mine);
+                    p.entries[i].token = token;
+                }
+            }
+            if !won {
+                if n == 1 {
+                    // Nobody saw the cell: back to TENTATIVE, so `give_up` aborts it as any.
+                    cell.state.store(cs::of(cs::TENTATIVE, grant), Ordering::Relaxed);
+                }
+                self.give_up(code, grant, &p.entries[..i], &taken);
+                for e in p.entries.iter_mut() {
+                    e.token = 0;
+                }
+                return false;
+            }
+        }
+        // Several keys: every word names the cell; the exchange to HELD is the grant, unless a
+        // claimer aborted it meanwhile. Release: publishes the tokens written above to claimers
+        // (their load of the state is Acquire). Relaxed on failure: nothing is read.
+        if n > 1
+            && cell
+                .state
+                .compare_exchange(
+                    cs::of(cs::TENTATIVE, grant),
+                    cs::of(cs::HELD, grant),
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+        {
+            self.give_up(code, grant, &p.entries, &taken);
+            for e in p.entries.iter_mut() {
+                e.token = 0;
+            }
             return false;
         }
-        p.entries[0].token = token;
         p.reader = code;
         p.arm(grant, since);
         bump(&slot.granted);
         true
     }
 
-    /// Releases a direct grant (its guard's `reader` code): from its word if no latch holder has
-    /// claimed it, from its record otherwise.
-    pub(crate) fn release_direct(&self, code: u16, grant: GrantId, entries: &mut [Entry<K>], since: Stamp) {
-        let e = &entries[0];
-        let shard = &self.shards[usize::from(e.shard)];
-        let a = self.direct.words[usize::from(e.shard)].of(e.hash);
-        let mine = u64::from(code & !DIRECT);
-        // Relaxed: the word is FAST(this cell) for as long as nobody claimed it, and its token
-        // does not change meanwhile; the exchange decides.
-        let w = a.load(Ordering::Relaxed);
-        // Release: this holder's critical section happens before the next grant's or claim's
-        // (both Acquire) — without it a holder's writes to what the key guards could race the
-        // next holder's (loom found exactly that with a Relaxed exchange here). Relaxed on
-        // failure: the latch taken next orders the rest.
-        if word::kind(w) == word::FAST
-            && word::field(w) == mine
-            && a.compare_exchange(w, word::of(word::EMPTY, 0, word::token(w)), release_order(), Ordering::Relaxed)
-                .is_ok()
-        {
-            self.direct.free(code);
-            let r = usize::from(code & !DIRECT) / CELLS;
-            bump(&self.direct.slots[r].released);
-            self.metrics.record_hold(self.clock.since(since));
-            return;
-        }
-        // Claimed: the grant is in its key's record (unless force-released since).
-        let mut st = shard.lock();
-        let mut removed = false;
-        let mut wake = WakeList::new();
-        if let Some(at) = st.find(e.hash, &e.key) {
-            let record = &mut st.slots[at as usize];
-            if record.remove_holder(grant).is_some() {
-                removed = true;
-                st.releases += 1;
-                st.slots[at as usize].collect_wakeable(&self.modes, &mut wake);
-                st.retire_if_idle(at);
+    /// A direct request that will not be granted gives back the words it took (`taken`, of
+    /// `entries`) and its cell. A word a latch holder has claimed meanwhile is not given back:
+    /// the claimer found the cell TENTATIVE or ABORTED and moved nothing; its shard's latch is
+    /// taken once, so that the claimer (who may still be reading the cell's state) is done
+    /// before the cell is freed.
+    #[cold]
+    fn give_up(&self, code: u16, grant: GrantId, entries: &[Entry<K>], taken: &[u64]) {
+        let cell = self.direct.cell(code);
+        // Relaxed: whoever aborted it (a claimer) or this taker, the request holds nothing.
+        let _ = cell.state.compare_exchange(
+            cs::of(cs::TENTATIVE, grant),
+            cs::of(cs::ABORTED, grant),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+        for (e, &mine) in entries.iter().zip(taken) {
+            let a = self.word(e.shard, e.hash);
+            // Release: keeps this word's history ordered for its next user (nothing was held).
+            if a.compare_exchange(
+                mine,
+                word::of(word::EMPTY, 0, word::token(mine)),
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .is_err()
+            {
+                drop(self.shards[usize::from(e.shard)].lock());
             }
         }
-        drop(st);
-        // After the latch: the claimer that moved it has copied the cell.
-        self.direct.free(code);
-        notify_all(wake);
-        if removed {
+        self.direct.free(code, grant);
+    }
+
+    /// Releases a direct grant (its guard's `reader` code): each key from its word if no latch
+    /// holder has claimed it, from its record otherwise.
+    pub(crate) fn release_direct(&self, code: u16, grant: GrantId, entries: &mut [Entry<K>], since: Stamp) {
+        let cell = self.direct.cell(code);
+        // Relaxed: a first guess for the exchange.
+        let mut s = cell.state.load(Ordering::Relaxed);
+        let releasing = loop {
+            if cs::status(s) != cs::HELD {
+                break false; // MOVED: the records hold it whole
+            }
+            // Release: the holder's critical section happens before a claimer that then reads
+            // RELEASING (Acquire) and takes the keys as free. Relaxed on failure: looks again.
+            match cell.state.compare_exchange(s, s - cs::HELD + cs::RELEASING, release_order(), Ordering::Relaxed) {
+                Ok(_) => break true,
+                Err(now) => s = now,
+            }
+        };
+        // Released from here on unless a claimer moved some key first: a word claimed after
+        // this moved nothing.
+        let mut released = releasing && s & cs::SOME_MOVED == 0;
+        let mut claimed: SmallVec<[usize; MAX_KEYS]> = SmallVec::new();
+        for (i, e) in entries.iter().enumerate() {
+            if releasing {
+                let a = self.word(e.shard, e.hash);
+                // Relaxed: the word is FAST(this cell) until claimed, and its token does not
+                // change meanwhile; the exchange decides.
+                let w = a.load(Ordering::Relaxed);
+                // Release: this holder's critical section happens before the next grant's or
+                // claim's (both Acquire); without it the next holder's writes to what the key
+                // guards could race this one's (loom found exactly that with a Relaxed
+                // exchange). Relaxed on failure: the latch taken below orders the rest.
+                if word::kind(w) == word::FAST
+                    && word::field(w) == u64::from(code & !DIRECT)
+                    && a.compare_exchange(
+                        w,
+                        word::of(word::EMPTY, 0, word::token(w)),
+                        release_order(),
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+                {
+                    released = true;
+                    continue;
+                }
+            }
+            claimed.push(i);
+        }
+        // Keys in records (claimed, or the whole grant MOVED): released there, one latch at a
+        // time, unless force-released since.
+        for &i in &claimed {
+            let e = &entries[i];
+            let mut st = self.shards[usize::from(e.shard)].lock();
+            let mut wake = WakeList::new();
+            if let Some(at) = st.find(e.hash, &e.key) {
+                if st.slots[at as usize].remove_holder(grant).is_some() {
+                    released = true;
+                    st.slots[at as usize].collect_wakeable(&self.modes, &mut wake);
+                    st.retire_if_idle(at);
+                }
+            }
+            drop(st);
+            notify_all(wake);
+        }
+        // After every latch of a claimed word: its claimer has read the cell.
+        self.direct.free(code, grant);
+        // A grant force-released (or released by its owner's release) whole frees nothing here
+        // and is not a release.
+        if released {
+            bump(&self.direct.slot_of(code).released);
             self.metrics.record_hold(self.clock.since(since));
         }
     }
 
-    /// Moves a direct grant into its record, so it can outlive its guard as a latched grant does
-    /// (`into_ticket`); the entry then names the record.
-    pub(crate) fn migrate_direct(&self, code: u16, entries: &mut [Entry<K>]) {
-        let e = &mut entries[0];
-        let mut st = self.shards[usize::from(e.shard)].lock();
-        self.claim_held(&mut st, e.shard, e.hash);
-        if let Some(at) = st.find(e.hash, &e.key) {
-            e.slot = at;
+    /// Moves a direct grant into its records, so it can outlive its guard as a latched grant
+    /// does (`into_ticket`); the entries then name the records.
+    pub(crate) fn migrate_direct(&self, code: u16, grant: GrantId, entries: &mut [Entry<K>]) {
+        let mut latches = Latches::lock(self, entries);
+        let cell = self.direct.cell(code);
+        // Relaxed: every shard of the grant is latched, so no claimer changes the state, and
+        // this thread holds the grant. MOVED already: a snapshot moved it, the records hold it.
+        let s = cell.state.load(Ordering::Relaxed);
+        if cs::status(s) == cs::HELD {
+            cell.state.store(s - cs::HELD + cs::MOVED, Ordering::Relaxed);
         }
-        drop(st);
-        self.direct.free(code);
+        for (i, e) in entries.iter_mut().enumerate() {
+            let st = latches.state(e);
+            self.move_key(st, code, i);
+            if let Some(at) = st.find(e.hash, &e.key) {
+                e.slot = at;
+            }
+        }
+        drop(latches);
+        self.direct.free(code, grant);
+    }
+
+    /// Moves key `i` of the grant in cell `code` (HELD or MOVED, its shard latched) into its
+    /// record if its word still names the cell (otherwise a claim moved it already).
+    fn move_key(&self, st: &mut ShardState<K>, code: u16, i: usize) {
+        let cell = self.direct.cell(code);
+        cell.data.with(|d| {
+            // SAFETY: the caller holds the grant (its guard) or every latch of its shards with
+            // the cell MOVED by it: the data stays as written until the releaser frees it, which
+            // it does only after taking these latches.
+            let g = unsafe { &*d };
+            let k = &g.keys[i];
+            let a = self.word(k.shard, k.hash);
+            let w = a.load(Ordering::Relaxed);
+            // Relaxed load: the shard is latched, and only its latch holders take a FAST word
+            // from another thread; Acquire exchange, as any claim.
+            if word::kind(w) == word::FAST
+                && word::field(w) == u64::from(code & !DIRECT)
+                && a.compare_exchange(
+                    w,
+                    word::of(word::LATCHED, 0, word::token(w)),
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+            {
+                self.adopt(st, g, k);
+            }
+        });
+    }
+
+    /// Copies key `k` of direct grant `g` into its record (the key's word just claimed by this
+    /// latch holder).
+    fn adopt(&self, st: &mut ShardState<K>, g: &DirectGrant<K>, k: &DirectKey<K>) {
+        if cfg!(lockcore_mutant = "direct_dropped") {
+            return; // deliberately broken: a claimed direct grant is forgotten
+        }
+        let Some(holder) = g.holder(k) else { return };
+        let at = st.find_or_insert(k.hash, &k.key);
+        st.slots[at as usize].adopt_holder(&self.modes, holder);
     }
 
     /// Claims the word of the key of `hash` for a latch holder of shard `shard` about to look the
-    /// key up: afterwards the word is LATCHED (or OFF) and the records show every holder.
+    /// key up: afterwards the word is LATCHED (or OFF) and the records show every holder. A
+    /// grant taking that word is aborted; a HELD one has its keys on the word moved.
     #[inline]
     pub(crate) fn claim_word(&self, st: &mut ShardState<K>, shard: u16, hash: u64) {
         if cfg!(lockcore_mutant = "direct_unclaimed") {
             return; // deliberately broken: the latched path ignores direct grants
         }
-        let a = self.direct.words[usize::from(shard)].of(hash);
+        if let Some(code) = self.claim(shard, hash) {
+            self.settle_claimed(st, shard, hash, code);
+        }
+    }
+
+    /// Turns the word of `hash` LATCHED (from EMPTY or FAST); returns the cell code it named if
+    /// it was FAST.
+    #[inline]
+    fn claim(&self, shard: u16, hash: u64) -> Option<u16> {
+        let a = self.word(shard, hash);
         // Relaxed: a first guess for the exchange.
         let mut w = a.load(Ordering::Relaxed);
         loop {
-            let next = match word::kind(w) {
-                word::EMPTY | word::FAST => word::of(word::LATCHED, 0, word::token(w)),
-                _ => return,
-            };
-            // Acquire: from FAST, the cell's data (published by the direct request's Release
-            // exchange) is read below; from EMPTY, the last direct holder's critical section
-            // (its Release exchange) happens before this latch holder's decision. Relaxed on
-            // failure: the loop looks again.
-            match a.compare_exchange(w, next, Ordering::Acquire, Ordering::Relaxed) {
-                Ok(_) => {
-                    if word::kind(w) == word::FAST {
-                        self.adopt(st, word::field(w) as u16);
-                    }
-                    return;
-                }
+            if !matches!(word::kind(w), word::EMPTY | word::FAST) {
+                return None;
+            }
+            // Acquire: from FAST, the cell is read next (published by the direct request's
+            // Release); from EMPTY, the last direct holder's critical section (its Release
+            // exchange) happens before this latch holder's decision. Relaxed on failure: the
+            // loop looks again.
+            match a.compare_exchange(
+                w,
+                word::of(word::LATCHED, 0, word::token(w)),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                // At most 2^16 cells.
+                Ok(_) => return (word::kind(w) == word::FAST).then(|| DIRECT | word::field(w) as u16),
                 Err(now) => w = now,
             }
         }
     }
 
+    /// After claiming a word that named cell `code`: aborts a tentative grant there, or moves a
+    /// held one's keys on this word into their records. A grant being released (or aborted, or
+    /// moved) needs nothing.
+    fn settle_claimed(&self, st: &mut ShardState<K>, shard: u16, hash: u64, code: u16) {
+        let cell = self.direct.cell(code);
+        // Acquire: a HELD grant's data (published by its Release) is read below; RELEASING
+        // orders the holder's critical section before this latch holder's decision.
+        let mut s = cell.state.load(Ordering::Acquire);
+        loop {
+            match cs::status(s) {
+                cs::TENTATIVE => {
+                    if cfg!(lockcore_mutant = "direct_no_abort") {
+                        return; // deliberately broken: a tentative grant is left to complete
+                    }
+                    // Relaxed: nothing is read after an abort; the aborted request never held.
+                    match cell.state.compare_exchange(
+                        s,
+                        s - cs::TENTATIVE + cs::ABORTED,
+                        Ordering::Relaxed,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => return,
+                        Err(now) => s = now,
+                    }
+                }
+                cs::HELD if s & cs::SOME_MOVED != 0 => break,
+                cs::HELD => {
+                    // Marked before moving, so that the guard's release (which turns HELD into
+                    // RELEASING by exchange) knows to look in the records. AcqRel on success:
+                    // Acquire, the data is read next; Release, orders nothing but is paired
+                    // with the guard's exchange. Acquire on failure: RELEASING is read.
+                    match cell.state.compare_exchange(s, s | cs::SOME_MOVED, Ordering::AcqRel, Ordering::Acquire) {
+                        Ok(_) => break,
+                        Err(now) => s = now,
+                    }
+                }
+                _ => return,
+            }
+        }
+        cell.data.with(|d| {
+            // SAFETY: HELD, read with Acquire after claiming one of its words under this
+            // shard's latch: its releaser frees the cell only after taking this latch.
+            let g = unsafe { &*d };
+            for k in &g.keys {
+                if k.shard == shard && word_of(k.hash) == word_of(hash) {
+                    self.adopt(st, g, k);
+                }
+            }
+        });
+    }
+
     /// Like [`claim_word`](Self::claim_word), but only a FAST word (EMPTY stays EMPTY): for a
     /// look that makes no record when nobody holds the key.
     pub(crate) fn claim_held(&self, st: &mut ShardState<K>, shard: u16, hash: u64) {
-        // Relaxed: a guess; `claim_word` exchanges.
-        if word::kind(self.direct.words[usize::from(shard)].of(hash).load(Ordering::Relaxed)) == word::FAST {
+        // Relaxed: a guess; `claim` exchanges.
+        if word::kind(self.word(shard, hash).load(Ordering::Relaxed)) == word::FAST {
             self.claim_word(st, shard, hash);
         }
     }
@@ -430,17 +767,61 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         }
     }
 
-    /// Closes every word of every shard (all latched, in shard order): claims the FAST ones and
-    /// turns the EMPTY ones LATCHED with no record, so no direct grant comes or goes until
-    /// [`open_all`](Self::open_all).
+    /// Closes every word of every shard (all latched): turns EMPTY words LATCHED with no record,
+    /// aborts tentative grants, and moves every held direct grant into its records whole (the
+    /// cell MOVED, every word of it claimed), so no direct grant comes or goes, or shows on some
+    /// keys only, until [`open_all`](Self::open_all).
     pub(crate) fn close_all<G: std::ops::DerefMut<Target = ShardState<K>>>(&self, shards: &mut [G]) {
         if !self.direct.on {
             return;
         }
-        for (shard, st) in shards.iter_mut().enumerate() {
+        for shard in 0..shards.len() {
             for i in 0..WORDS {
+                let hash = (i as u64) << 20;
                 // At most 2^16 shards.
-                self.claim_word(st, shard as u16, (i as u64) << 20);
+                let Some(code) = self.claim(shard as u16, hash) else { continue };
+                let cell = self.direct.cell(code);
+                // Acquire: as in `settle_claimed`.
+                let mut s = cell.state.load(Ordering::Acquire);
+                let moved = loop {
+                    let next = match cs::status(s) {
+                        // Relaxed: nothing is read after an abort.
+                        cs::TENTATIVE => s - cs::TENTATIVE + cs::ABORTED,
+                        // AcqRel: every shard is latched, so only the guard races this (its
+                        // release exchange HELD -> RELEASING) or the taker (TENTATIVE -> HELD);
+                        // whoever wins decides.
+                        cs::HELD => s - cs::HELD + cs::MOVED,
+                        _ => break false, // being released, aborted: nothing to show
+                    };
+                    match cell.state.compare_exchange(s, next, Ordering::AcqRel, Ordering::Acquire) {
+                        Ok(_) => break cs::status(next) == cs::MOVED,
+                        Err(now) => s = now,
+                    }
+                };
+                if !moved {
+                    continue;
+                }
+                // Every key of the grant: this word's (claimed above) and the others.
+                let n = cell.data.with(|d| {
+                    // SAFETY: MOVED by this latch holder of every shard: see `move_key`.
+                    unsafe { &*d }.keys.len()
+                });
+                for k in 0..n {
+                    let (ks, kh) = cell.data.with(|d| {
+                        // SAFETY: as above.
+                        let key = &unsafe { &*d }.keys[k];
+                        (key.shard, key.hash)
+                    });
+                    if usize::from(ks) == shard && word_of(kh) == i {
+                        cell.data.with(|d| {
+                            // SAFETY: as above.
+                            let g = unsafe { &*d };
+                            self.adopt(&mut shards[shard], g, &g.keys[k]);
+                        });
+                    } else {
+                        self.move_key(&mut shards[usize::from(ks)], code, k);
+                    }
+                }
             }
         }
     }
@@ -462,7 +843,7 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         }
     }
 
-    /// Keys of shard `shard` held by direct grants (each its own key, with no record).
+    /// Keys of shard `shard` held by direct grants (each its own word, with no record).
     pub(crate) fn direct_keys(&self, shard: u16) -> usize {
         if !self.direct.on {
             return 0;
@@ -473,23 +854,5 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
             .iter()
             .filter(|a| word::kind(a.load(Ordering::Relaxed)) == word::FAST)
             .count()
-    }
-
-    /// Copies the direct grant of cell `code` (its word just claimed by this latch holder) into
-    /// a record of its key.
-    fn adopt(&self, st: &mut ShardState<K>, code: u16) {
-        let cell = self.direct.cell(code);
-        let (key, hash, holder) = cell.data.with(|d| {
-            // SAFETY: the claim's Acquire exchange read the word the direct request published
-            // the cell by (Release), and the cell stays as written until the grant's releaser
-            // frees it, which it does only after taking this shard's latch, held here.
-            let g = unsafe { &*d }.as_ref().expect("a claimed word names a filled cell");
-            (g.key.clone(), g.hash, g.holder.clone())
-        });
-        if cfg!(lockcore_mutant = "direct_dropped") {
-            return; // deliberately broken: a claimed direct grant is forgotten
-        }
-        let at = st.find_or_insert(hash, &key);
-        st.slots[at as usize].adopt_holder(&self.modes, holder);
     }
 }

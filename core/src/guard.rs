@@ -94,7 +94,7 @@ impl<'t, K: Hash + Eq + Clone> LockSet<'t, K> {
         if self.reader != NO_READER {
             // A ticket is released through the records: move a fast grant into them first.
             if self.reader & DIRECT != 0 {
-                self.table.migrate_direct(self.reader, &mut self.entries);
+                self.table.migrate_direct(self.reader, self.grant, &mut self.entries);
             } else {
                 self.table.migrate_grant(self.reader, self.grant, &mut self.entries);
             }
