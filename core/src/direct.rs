@@ -275,7 +275,7 @@ pub(crate) struct Direct<K> {
     pub(crate) words: Box<[Arc<ShardWords>]>,
     slots: Box<[Slot<K>]>,
     /// Whether this table grants directly at all.
-    on: bool,
+    pub(crate) on: bool,
 }
 
 impl<K> Direct<K> {
@@ -366,10 +366,13 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         if !self.direct.on || n > MAX_KEYS {
             return false;
         }
-        // Every word EMPTY (Relaxed: a guess; the exchanges decide), and no two keys on one word
-        // (a key named twice, or two keys sharing a word: the latches sort those out).
+        // Every word EMPTY (Relaxed: a guess; the exchanges below expect exactly what is read
+        // here, and fail if it changed), and no two keys on one word (a key named twice, or two
+        // keys sharing a word: the latches sort those out).
+        let mut seen = [0u64; MAX_KEYS];
         for (i, e) in p.entries.iter().enumerate() {
-            if word::kind(self.word(e.shard, e.hash).load(Ordering::Relaxed)) != word::EMPTY
+            seen[i] = self.word(e.shard, e.hash).load(Ordering::Relaxed);
+            if word::kind(seen[i]) != word::EMPTY
                 || p.entries[..i].iter().any(|o| o.shard == e.shard && word_of(o.hash) == word_of(e.hash))
             {
                 return false;
@@ -413,15 +416,13 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
         });
         // The words taken so far, as they now read.
         let mut taken: SmallVec<[u64; MAX_KEYS]> = SmallVec::new();
-        for i in 0..n {
+        for (i, &w) in seen[..n].iter().enumerate() {
             let (shard, hash, mode) = (p.entries[i].shard, p.entries[i].hash, p.entries[i].mode);
             let a = self.word(shard, hash);
-            // Relaxed: a guess; the exchange decides.
-            let w = a.load(Ordering::Relaxed);
             let fenced = self.modes.is_fenced(mode);
             let next = word::token(w) + u64::from(fenced);
             let token = if fenced { next } else { 0 };
-            let mut won = word::kind(w) == word::EMPTY && next <= word::TOKEN_MAX;
+            let mut won = next <= word::TOKEN_MAX;
             if won {
                 cell.data.with_mut(|d| {
                     // SAFETY: as above; the grant is not HELD yet.
@@ -618,30 +619,37 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
     /// Moves key `i` of the grant in cell `code` (HELD or MOVED, its shard latched) into its
     /// record if its word still names the cell (otherwise a claim moved it already).
     fn move_key(&self, st: &mut ShardState<K>, code: u16, i: usize) {
-        let cell = self.direct.cell(code);
-        cell.data.with(|d| {
-            // SAFETY: the caller holds the grant (its guard) or every latch of its shards with
-            // the cell MOVED by it: the data stays as written until the releaser frees it, which
-            // it does only after taking these latches.
-            let g = unsafe { &*d };
-            let k = &g.keys[i];
-            let a = self.word(k.shard, k.hash);
-            let w = a.load(Ordering::Relaxed);
-            // Relaxed load: the shard is latched, and only its latch holders take a FAST word
-            // from another thread; Acquire exchange, as any claim.
-            if word::kind(w) == word::FAST
-                && word::field(w) == u64::from(code & !DIRECT)
-                && a.compare_exchange(
-                    w,
-                    word::of(word::LATCHED, 0, word::token(w)),
-                    Ordering::Acquire,
-                    Ordering::Relaxed,
-                )
+        // Readable: the caller holds the grant (its guard) or every latch of its shards with
+        // the cell MOVED by it; the data stays as written until the releaser frees it, which it
+        // does only after taking these latches.
+        self.with_grant(code, |g| self.claim_and_adopt(st, code, g, &g.keys[i]));
+    }
+
+    /// Reads the grant in cell `code`. Callers make sure it is not written meanwhile: they hold
+    /// it, or read it HELD with Acquire after claiming one of its words under that word's
+    /// shard's latch (its releaser frees the cell only after taking that latch), or MOVED it
+    /// themselves under every latch of its shards.
+    #[inline]
+    fn with_grant<R>(&self, code: u16, f: impl FnOnce(&DirectGrant<K>) -> R) -> R {
+        // SAFETY: see above: the cell's writer (its taker, before HELD; its releaser's `free`)
+        // is excluded by the caller.
+        self.direct.cell(code).data.with(|d| f(unsafe { &*d }))
+    }
+
+    /// Claims the word of key `k` of the grant `g` in cell `code` if it still names the cell
+    /// (the key's shard latched by the caller), and copies the key into its record.
+    fn claim_and_adopt(&self, st: &mut ShardState<K>, code: u16, g: &DirectGrant<K>, k: &DirectKey<K>) {
+        let a = self.word(k.shard, k.hash);
+        // Relaxed load: the shard is latched, and only its latch holders take a FAST word from
+        // another thread; Acquire exchange, as any claim.
+        let w = a.load(Ordering::Relaxed);
+        if word::kind(w) == word::FAST
+            && word::field(w) == u64::from(code & !DIRECT)
+            && a.compare_exchange(w, word::of(word::LATCHED, 0, word::token(w)), Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
-            {
-                self.adopt(st, g, k);
-            }
-        });
+        {
+            self.adopt(st, g, k);
+        }
     }
 
     /// Copies key `k` of direct grant `g` into its record (the key's word just claimed by this
@@ -735,10 +743,8 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
                 _ => return,
             }
         }
-        cell.data.with(|d| {
-            // SAFETY: HELD, read with Acquire after claiming one of its words under this
-            // shard's latch: its releaser frees the cell only after taking this latch.
-            let g = unsafe { &*d };
+        // HELD, read with Acquire after claiming one of its words under this shard's latch.
+        self.with_grant(code, |g| {
             for k in &g.keys {
                 if k.shard == shard && word_of(k.hash) == word_of(hash) {
                     self.adopt(st, g, k);
@@ -801,27 +807,18 @@ impl<K: Hash + Eq + Clone> LockTable<K> {
                 if !moved {
                     continue;
                 }
-                // Every key of the grant: this word's (claimed above) and the others.
-                let n = cell.data.with(|d| {
-                    // SAFETY: MOVED by this latch holder of every shard: see `move_key`.
-                    unsafe { &*d }.keys.len()
-                });
-                for k in 0..n {
-                    let (ks, kh) = cell.data.with(|d| {
-                        // SAFETY: as above.
-                        let key = &unsafe { &*d }.keys[k];
-                        (key.shard, key.hash)
-                    });
-                    if usize::from(ks) == shard && word_of(kh) == i {
-                        cell.data.with(|d| {
-                            // SAFETY: as above.
-                            let g = unsafe { &*d };
-                            self.adopt(&mut shards[shard], g, &g.keys[k]);
-                        });
-                    } else {
-                        self.move_key(&mut shards[usize::from(ks)], code, k);
+                // Every key of the grant (MOVED by this latch holder of every shard): this
+                // word's (claimed above) and the others.
+                self.with_grant(code, |g| {
+                    for k in &g.keys {
+                        let st = &mut shards[usize::from(k.shard)];
+                        if usize::from(k.shard) == shard && word_of(k.hash) == i {
+                            self.adopt(st, g, k);
+                        } else {
+                            self.claim_and_adopt(st, code, g, k);
+                        }
                     }
-                }
+                });
             }
         }
     }

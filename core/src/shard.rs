@@ -9,9 +9,10 @@
 //! under, and a guard names its records by slab position, which stays valid for as long as
 //! the guard's grant holds the record (a held record is never freed).
 //!
-//! When nobody holds or waits for a key any more, its record joins the shard's few most
-//! recently idle records (at most [`IDLE_KEPT`]), still in the index, so a hot key taken again
-//! finds it there; the oldest idle record beyond those is freed: its index entry goes, its key
+//! When nobody holds or waits for a key any more, its record is freed at once on a table with
+//! direct grants (the key's word turns EMPTY, and the next request of it goes direct). Without
+//! direct grants it joins the shard's few most recently idle records (at most [`IDLE_KEPT`]),
+//! still in the index, so a hot key taken again finds it there; the oldest idle record beyond those is freed: its index entry goes, its key
 //! is dropped, its last fencing token is folded into the shard's floor, and its position goes
 //! on the free list with the capacity of its holder list and queue, for the next key new to the
 //! shard. So the table holds the keys in use and at most `IDLE_KEPT` idle ones per shard (a
@@ -42,9 +43,12 @@ const NO_FREE: u32 = u32::MAX;
 pub(crate) struct Shard<K>(Mutex<ShardState<K>>);
 
 impl<K> Shard<K> {
-    pub(crate) fn new(token_floor: u64, words: Arc<ShardWords>) -> Self {
+    /// A shard whose idle records stay in its index for a while (`keep_idle`), or are freed
+    /// at once.
+    pub(crate) fn new(token_floor: u64, words: Arc<ShardWords>, keep_idle: bool) -> Self {
         Self(Mutex::new(ShardState {
             words,
+            idle_kept: if keep_idle { IDLE_KEPT as u8 } else { 0 },
             index: HashTable::new(),
             slots: Vec::new(),
             free_head: NO_FREE,
@@ -90,6 +94,11 @@ pub(crate) struct ShardState<K> {
     idle: [u32; IDLE_KEPT],
     idle_len: u8,
     idle_next: u8,
+    /// How many idle records the ring keeps: [`IDLE_KEPT`], or none on a table with direct
+    /// grants. There a key nobody holds is taken again by its direct word, which a kept record
+    /// would hold LATCHED: with two kept per shard, about one uniform 8-key batch in five met
+    /// such a word and went through the latches (and made eight more records to keep).
+    idle_kept: u8,
     /// Every fencing token ever handed out on a key whose record this shard freed is at most
     /// this, and a new record starts from it: a key's tokens keep increasing across the
     /// freeing of its record (and, from a persisted floor, across restarts).
@@ -161,14 +170,17 @@ impl<K: Eq> ShardState<K> {
         if !s.live || !s.is_idle() || s.kept_idle {
             return;
         }
+        if self.idle_kept == 0 {
+            self.free(at);
+            return;
+        }
         s.kept_idle = true;
-        if usize::from(self.idle_len) < IDLE_KEPT {
+        if self.idle_len < self.idle_kept {
             self.idle[usize::from(self.idle_len)] = at;
             self.idle_len += 1;
         } else {
             let oldest = std::mem::replace(&mut self.idle[usize::from(self.idle_next)], at);
-            // IDLE_KEPT is far below 256.
-            self.idle_next = ((usize::from(self.idle_next) + 1) % IDLE_KEPT) as u8;
+            self.idle_next = (self.idle_next + 1) % self.idle_kept;
             self.leave_idle(oldest);
         }
     }
@@ -259,7 +271,7 @@ mod tests {
 
     #[test]
     fn idle_records_stay_for_a_while_then_are_freed_oldest_first() {
-        let shard: Shard<u64> = Shard::new(100, Arc::new(ShardWords::new(100, false)));
+        let shard: Shard<u64> = Shard::new(100, Arc::new(ShardWords::new(100, false)), true);
         let mut st = shard.lock();
         // Ten keys, each made and left idle at once: only the last IDLE_KEPT stay indexed.
         let at: Vec<u32> = (0..10u64).map(|k| st.find_or_insert(k, &k)).collect();

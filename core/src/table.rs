@@ -165,7 +165,7 @@ impl Builder {
         LockTable {
             id: TableId(unique_id() ^ foldhash::fast::RandomState::default().hash_one(0u8)),
             modes: self.modes,
-            shards: direct.words.iter().map(|w| Shard::new(self.token_floor, w.clone())).collect(),
+            shards: direct.words.iter().map(|w| Shard::new(self.token_floor, w.clone(), !direct.on)).collect(),
             shard_mask: self.shards - 1,
             hasher: IndexHasher::default(),
             wait_seq: AtomicU64::new(0),
