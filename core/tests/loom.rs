@@ -526,6 +526,17 @@ fn biased_grant_becomes_a_ticket_under_a_racing_writer() {
     });
 }
 
+/// Checks that a snapshot shows every grant of `keys` keys on all of them, and returns how many
+/// grants it showed.
+fn grants_shown_whole(snap: &lockcore::Snapshot<&'static str>, keys: usize) -> usize {
+    let mut per_grant: std::collections::HashMap<lockcore::GrantId, usize> = std::collections::HashMap::new();
+    for h in &snap.held {
+        *per_grant.entry(h.grant).or_default() += 1;
+    }
+    assert!(per_grant.values().all(|&n| n == keys), "a grant of {keys} keys seen on fewer: {:?}", snap.held);
+    per_grant.len()
+}
+
 /// A snapshot taken while a reader makes and drops a fast grant of two keys in two shards sees
 /// the grant on both keys or on neither. Returns whether the run made a fast grant, showed it,
 /// and whether the snapshot had to fall back to revoking the biases (under loom it makes one
@@ -542,17 +553,13 @@ fn snapshot_during_a_fast_grant() -> (bool, bool) {
         })
     };
     let snap = t.snapshot();
-    let mut per_grant: std::collections::HashMap<lockcore::GrantId, usize> = std::collections::HashMap::new();
-    for h in &snap.held {
-        *per_grant.entry(h.grant).or_default() += 1;
-    }
-    assert!(per_grant.values().all(|&n| n == 2), "a grant of two keys seen on one: {:?}", snap.held);
+    let per_grant = grants_shown_whole(&snap, 2);
     reader.join().unwrap();
     // Only the snapshot revokes in this model (the reader asks for shared keys only; read the
     // metrics before `assert_idle`, whose `reclaim` revokes what is left).
     let m = t.metrics();
     assert_idle(&t, &["a", "b"]);
-    (m.biased_grants > 0 && per_grant.len() == 1, m.revocations > 0)
+    (m.biased_grants > 0 && per_grant == 1, m.revocations > 0)
 }
 
 /// The double collect: a fast grant seen whole.
@@ -678,16 +685,12 @@ fn snapshot_shows_a_direct_batch_whole_or_not_at_all() {
             })
         };
         let snap = t.snapshot();
-        let mut per_grant: std::collections::HashMap<lockcore::GrantId, usize> = std::collections::HashMap::new();
-        for h in &snap.held {
-            *per_grant.entry(h.grant).or_default() += 1;
-        }
-        assert!(per_grant.values().all(|&n| n == 2), "a grant of two keys seen on one: {:?}", snap.held);
+        let per_grant = grants_shown_whole(&snap, 2);
         taker.join().unwrap();
         let m = t.metrics();
         assert_eq!((m.grants, m.releases), (1, 1));
         assert_idle(&t, &["a", "b"]);
-        m.direct_grants == 1 && per_grant.len() == 1
+        m.direct_grants == 1 && per_grant == 1
     });
 }
 
