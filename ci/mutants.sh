@@ -49,7 +49,7 @@ expect_caught() {
   shift 3
   local log
   log=$(mktemp)
-  local status=0
+  local status=0 t0=$SECONDS
   if [ "$kind" = crashtest ]; then
     LOCKCORE_MUTANT=$mutant CARGO_TARGET_DIR=target/mutant \
       timeout 600 cargo run -q -p lockcore-cli -- crashtest "$@" >"$log" 2>&1 || status=$?
@@ -75,12 +75,12 @@ expect_caught() {
       timeout 600 cargo test -p lockcore "$@" >"$log" 2>&1 || status=$?
   fi
   if [ "$status" -eq 0 ]; then
-    echo "SURVIVED: mutant $mutant passed $what"
+    echo "SURVIVED: mutant $mutant passed $what ($((SECONDS - t0)) s)"
     survivors=$((survivors + 1))
   elif grep -qE "test result: FAILED|panicked at|deadlock" "$log"; then
     local why
     why=$(grep -m1 -E "panicked at|deadlock|Test failed|assertion" "$log" | cut -c1-150)
-    echo "caught:   mutant $mutant by $what: ${why:-a test failed}"
+    echo "caught:   mutant $mutant by $what ($((SECONDS - t0)) s): ${why:-a test failed}"
   elif grep -qE "process didn't exit successfully: .*\(signal: (6|7|11), SIG(ABRT|BUS|SEGV)" "$log"; then
     # A mutant that breaks exclusion lets two threads edit one record at once: the test binary
     # may die of the corrupted memory before any assertion runs. That is the checker failing,
@@ -107,7 +107,7 @@ expect_caught lost_count "the proptest oracle"                  test --test orac
 expect_caught lost_count "the stress test's shadow checker"     test --test stress
 expect_caught latch_no_wake          "the latch's contention test" test --lib latch::
 expect_caught latch_try_ignores_lock "the latch's contention test" test --lib latch::
-expect_caught latch_try_ignores_lock "the stress test's shadow checker" test --test stress
+expect_caught latch_try_ignores_lock "the latched stress test's shadow checker" test --test stress random_requests_through_the_latches
 expect_caught latch_lost_handover    "the latch's contention test" test --lib latch::
 expect_caught no_wake   "loom: a release wakes a parked waiter" loom guard_release_wakes_parked_waiter
 expect_caught bias_no_revoke "loom: a biased reader and a writer" loom biased_reader_and_writer_exclude_and_finish

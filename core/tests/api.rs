@@ -1113,10 +1113,18 @@ fn released_keys_leave_the_table_at_once_and_reclaim_gives_back_memory() {
         for k in 0..KEYS {
             let mode = if k % 3 == 0 { Mode::SHARED } else { Mode::EXCLUSIVE };
             let set = t.try_acquire(Request::new("A").lock(k, mode, None).shared(k + KEYS)).unwrap();
-            assert_eq!(t.key_count(), 2);
+            // key_count() latches every shard: counted on every 1,000th request (every one of
+            // them made the 100,000-key run take minutes in a debug build).
+            let counted = k % 1_000 == 0 || k == KEYS - 1;
+            if counted {
+                assert_eq!(t.key_count(), 2);
+            }
             drop(set);
-            assert_eq!(t.key_count(), 0, "key {k} stayed in the table after its release");
+            if counted {
+                assert_eq!(t.key_count(), 0, "key {k} stayed in the table after its release");
+            }
         }
+        assert_eq!(t.key_count(), 0);
         // Every shard that was used keeps its freed records for the next keys, until reclaim().
         let dropped = t.reclaim();
         assert!(direct || dropped >= 1, "no freed record was kept");

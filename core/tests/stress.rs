@@ -380,6 +380,16 @@ fn random_requests_never_overlap_conflicting_holders() {
     random_stress(new_table());
 }
 
+/// The same on a table without direct grants: every request goes through the shard latches
+/// (with direct grants most uncontended requests never take one, and a broken latch showed in
+/// only some runs).
+#[test]
+fn random_requests_through_the_latches_never_overlap_conflicting_holders() {
+    let shards = if cfg!(miri) { 2 } else { 512 };
+    let m = random_stress(LockTable::<u64>::builder().shards(shards).direct(false).build());
+    assert_eq!(m.direct_grants, 0);
+}
+
 /// The same with read bias after a single grant: shared requests go through the reader slots
 /// whenever their keys are biased, and every conflicting request revokes a bias, moving its
 /// fast holders into the records while they may be releasing.
