@@ -22,6 +22,6 @@ step "sql bench";     cargo run --quiet -p lockcore-sql --bin lockcore-sql-bench
 step "crash test";    cargo run --release --quiet -p lockcore-cli -- crashtest --kills 200
 step "footprint";     cargo run --release --quiet -p lockcore-cli -- footprint --keys 10000000
 step "miri";          ci/miri.sh
-step "fuzz smoke";    ci/fuzz.sh all 30
-step "fuzz mutants";  ci/fuzz-mutants.sh 30
+step "fuzz smoke";    ci/fuzz.sh all 15
+step "fuzz mutants";  ci/fuzz-mutants.sh 20
 step "all green"

@@ -1218,7 +1218,7 @@ fn config() -> Config {
     // the smallest failing case, so it skips the shrinking (seconds to minutes in a debug build).
     let shrink = std::env::var_os("LOCKCORE_MUTANT").is_none();
     Config {
-        cases: if cfg!(miri) { 4 } else { 256 },
+        cases: if cfg!(miri) { 2 } else { 256 },
         max_shrink_iters: if shrink { Config::default().max_shrink_iters } else { 0 },
         // Mutant runs would write their (expected) failures next to this file: keep them out.
         failure_persistence: if cfg!(miri) || mutant {
