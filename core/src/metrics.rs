@@ -170,8 +170,8 @@ pub struct MetricsSnapshot {
     /// Of `grants`, those made without the shard latches, on read-biased keys
     /// ([`Builder::read_bias`](crate::Builder::read_bias)).
     pub biased_grants: u64,
-    /// Of `grants`, one-key grants made without the shard latch, by one compare-exchange
-    /// ([`Builder::direct`](crate::Builder::direct)).
+    /// Of `grants`, grants of up to 8 free keys made without the shard latches, by
+    /// compare-exchanges of the keys' words ([`Builder::direct`](crate::Builder::direct)).
     pub direct_grants: u64,
     /// Read biases revoked (by a conflicting request, or to show every holder).
     pub revocations: u64,
