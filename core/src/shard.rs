@@ -12,10 +12,10 @@
 //! When nobody holds or waits for a key any more, its record is freed at once on a table with
 //! direct grants (the key's word turns EMPTY, and the next request of it goes direct). Without
 //! direct grants it joins the shard's few most recently idle records (at most [`IDLE_KEPT`]),
-//! still in the index, so a hot key taken again finds it there; the oldest idle record beyond those is freed: its index entry goes, its key
-//! is dropped, its last fencing token is folded into the shard's floor, and its position goes
-//! on the free list with the capacity of its holder list and queue, for the next key new to the
-//! shard. So the table holds the keys in use and at most `IDLE_KEPT` idle ones per shard (a
+//! still in the index, so a hot key taken again finds it there, and the oldest idle record
+//! beyond those is freed. Freeing removes the index entry, drops the key, folds its last
+//! fencing token into the shard's floor, and puts its position on the free list with the
+//! capacity of its holder list and queue, for the next key new to the shard. So the table holds the keys in use and at most `IDLE_KEPT` idle ones per shard (a
 //! workload over a million keys keeps a few records in cache instead of a million out of it),
 //! and a warm shard allocates nothing.
 
@@ -267,6 +267,21 @@ mod tests {
     fn slot_fits_one_line() {
         assert_eq!(std::mem::size_of::<Shard<u64>>(), 128);
         assert_eq!(std::mem::size_of::<Slot<u64>>(), 64);
+    }
+
+    #[test]
+    fn without_the_ring_an_idle_record_is_freed_at_once() {
+        let shard: Shard<u64> = Shard::new(100, Arc::new(ShardWords::new(100, false)), false);
+        let mut st = shard.lock();
+        let a = st.find_or_insert(7, &7);
+        st.slots[a as usize].last_token = 105;
+        st.retire_if_idle(a);
+        assert_eq!(st.index.len(), 0, "the idle record stayed indexed");
+        assert!(st.find(7, &7).is_none());
+        // Its position is reused, and the key's tokens go on from the floor.
+        let again = st.find_or_insert(7, &7);
+        assert_eq!(again, a);
+        assert_eq!(st.slots[again as usize].last_token, 105);
     }
 
     #[test]
